@@ -1,0 +1,55 @@
+"""``nlmd import``: DFT outputs (vasprun.xml, OUTCAR, extxyz, ASE .traj) -> H5MD trajectory file."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+FORMATS = ("vasp-xml", "vasp-out", "extxyz", "traj")
+
+
+@click.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="Trajectory file to write (.h5); a summary goes to <output>.summary.json.",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="ASE format of every input file (default: detected by ASE).")
+@click.option("--index", default=":", show_default=True,
+              help="Frames to take from each file, ASE index syntax (':', '-1', '10:200:5').")
+@click.option("--dt", "dt_fs", type=float, default=None,
+              help="MD time step in fs, for files that do not carry one (VASP POTIM, info['timestep']).")
+def command(files: tuple[Path, ...], output: Path, fmt: str | None, index: str, dt_fs: float | None) -> None:
+    """Import DFT frames (positions, forces, energies) from FILES, in order, into one trajectory file.
+
+    Steps are frame indices and continue from one file to the next; time = step x dt. Fully fixed
+    atoms (selective dynamics, FixAtoms) become the file's fixed core.
+    """
+    from nlmd.importers import import_files
+
+    argv = ["nlmd", "import", *map(str, files), "-o", str(output)]
+    if fmt:
+        argv += ["--format", fmt]
+    if index != ":":
+        argv += ["--index", index]
+    if dt_fs is not None:
+        argv += ["--dt", repr(dt_fs)]
+    result = import_files(files, output, format=fmt, index=index, dt_fs=dt_fs, command=shlex.join(argv))
+
+    summary_path = output.with_name(output.name + ".summary.json")
+    tmp = summary_path.with_name(f".{summary_path.name}.part")
+    tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
+    os.replace(tmp, summary_path)
+
+    core = result.fixed_core
+    core_text = f", fixed core of {core.core_ids.size} atoms around id {core.center_id}" if core else ""
+    dt_text = f"dt {result.timestep_fs:g} fs" if result.timestep_fs is not None else "time unknown (pass --dt)"
+    click.echo(
+        f"{output}: {result.n_frames} frames x {result.n_atoms} atoms from {len(result.files)} file(s) "
+        f"({result.source}, {result.energy}, {dt_text}{core_text})"
+    )
