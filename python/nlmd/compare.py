@@ -1,0 +1,767 @@
+"""Forces and energies of a model trajectory against a reference (DFT) on the same frames.
+
+:func:`compare_files` matches the frames of two trajectory files by step (or time), checks that they
+describe the same atoms at the same positions, and accumulates force and energy errors in one pass over
+blocks of frames (float64 sums per atom), so memory does not grow with the number of frames.
+:func:`compare_runs` does it for several runs of a fixed-core sweep and adds the R_fix table (Kang
+2024, Fig. 5c). Metric definitions and the report's JSON keys are in ``docs/compare.md``.
+
+The model file may hold more frames than the reference (MD every step, DFT every 20 fs): only the
+frames whose step (or time) is in both files are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nlmd.errors import DataMismatchError, InputError
+
+__all__ = [
+    "compare_files",
+    "compare_runs",
+    "find_runs",
+    "match_frames",
+    "format_report",
+    "format_runs",
+    "write_report",
+    "REPORT_VERSION",
+]
+
+#: Version of the JSON report layout (bump when keys change meaning).
+REPORT_VERSION = 1
+#: Atom-frames per block of the one pass (each (B, N, 3) float64 array is 24 bytes per atom-frame).
+BLOCK_ATOM_FRAMES = 1 << 16
+#: Most force components kept for the parity plot (chosen deterministically, evenly over frames).
+PARITY_POINTS = 200_000
+#: Default tolerance (ps) for matching frames by time.
+TIME_TOL = 1e-6
+
+#: Accepted spellings of the units nlmd compares in (files must be in LAMMPS metal units).
+_UNITS = {
+    "force": ("eV/Angstrom", {"eV Angstrom-1", "eV/Angstrom", "eV A-1", "eV/A", "eV Å-1", "eV/Å"}),
+    "position": ("Angstrom", {"Angstrom", "A", "Å"}),
+    "potential_energy": ("eV", {"eV"}),
+    "time": ("ps", {"ps"}),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# matching
+# --------------------------------------------------------------------------------------------------
+
+
+def match_frames(
+    model_keys: np.ndarray,
+    ref_keys: np.ndarray,
+    *,
+    by: str = "step",
+    time_tol: float = TIME_TOL,
+    names: tuple[str, str] = ("model", "reference"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(im, ir)`` of the frames present in both files, in ascending reference order.
+
+    ``by="step"`` matches equal steps; ``by="time"`` matches each reference time with the nearest model
+    time within ``time_tol`` (ps). Keys must be unique within each file (InputError otherwise). An
+    empty result is returned as two empty arrays; the caller decides whether that is an error.
+    """
+    if by not in ("step", "time"):
+        raise InputError(f"frames are matched by 'step' or 'time', not {by!r}")
+    for keys, name in ((model_keys, names[0]), (ref_keys, names[1])):
+        uniq, counts = np.unique(keys, return_counts=True)
+        if uniq.size != keys.size:
+            dup = uniq[counts > 1][0]
+            hint = " (try --by time)" if by == "step" else ""
+            raise InputError(f"{name} holds {by} {dup} more than once, so its frames cannot be matched by {by}{hint}")
+    if by == "step":
+        _, im, ir = np.intersect1d(model_keys, ref_keys, assume_unique=True, return_indices=True)
+    else:
+        if model_keys.size == 0 or ref_keys.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        order = np.argsort(model_keys, kind="stable")
+        sorted_keys = model_keys[order]
+        pos = np.searchsorted(sorted_keys, ref_keys)
+        lo = np.clip(pos - 1, 0, sorted_keys.size - 1)
+        hi = np.clip(pos, 0, sorted_keys.size - 1)
+        nearest = np.where(np.abs(sorted_keys[lo] - ref_keys) <= np.abs(sorted_keys[hi] - ref_keys), lo, hi)
+        ok = np.abs(sorted_keys[nearest] - ref_keys) <= time_tol
+        ir = np.flatnonzero(ok)
+        im = order[nearest[ok]]
+        if np.unique(im).size != im.size:
+            raise InputError(
+                f"two frames of {names[1]} match the same frame of {names[0]} within {time_tol:g} ps; "
+                "use a smaller time tolerance"
+            )
+    order = np.argsort(ir, kind="stable")
+    return np.asarray(im, np.int64)[order], np.asarray(ir, np.int64)[order]
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _symbol(z: int) -> str:
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[int(z)] if 0 < int(z) < len(chemical_symbols) else f"Z{int(z)}"
+
+
+def _check_unit(reader, key: str, label: str) -> str:
+    """The unit of ``key`` in ``reader``'s file, normalised; DataMismatchError if it is not metal."""
+    canonical, accepted = _UNITS[label]
+    unit = reader.units.get(key)
+    if unit is None:
+        raise DataMismatchError(f"{reader.path}: {key} has no unit attribute; nlmd compare needs {canonical}")
+    if unit not in accepted:
+        raise DataMismatchError(f"{reader.path}: {key} is in {unit!r}; nlmd compare needs {canonical}")
+    return canonical
+
+
+def _read_rows(reader, series: str, idx: np.ndarray) -> np.ndarray:
+    """Frames ``idx`` of one series, with one read per run of consecutive frames.
+
+    A span at most twice as long as ``idx`` is read at once and subsampled; sparser indices (a model
+    file with every MD step against DFT every 20 steps) are read run by run.
+    """
+    # TODO(h5md): a reader.read(series, index=idx) (h5py fancy/strided selection) would replace this.
+    if idx.size > 1 and not np.all(np.diff(idx) > 0):
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return _read_rows(reader, series, uniq)[inverse]
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    if hi - lo <= 2 * idx.size:
+        arr = reader.read(series, lo, hi)
+        return arr if hi - lo == idx.size else arr[idx - lo]
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    return np.concatenate([reader.read(series, int(r[0]), int(r[-1]) + 1) for r in np.split(idx, breaks)])
+
+
+def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> np.ndarray:
+    """|d| (B,N) after removing lattice vectors along periodic directions (general triclinic cells).
+
+    ``box`` is (B,3,3) with rows the cell vectors; fractional differences are rounded to the nearest
+    integer along periodic directions. A singular cell (no box) leaves ``d`` as it is.
+    """
+    d = np.array(d, dtype=np.float64, copy=True)
+    if periodic.any():
+        for b in range(d.shape[0]):
+            cell = box[b]
+            if abs(np.linalg.det(cell)) < 1e-12:
+                continue
+            frac = d[b] @ np.linalg.inv(cell)
+            frac[:, periodic] -= np.rint(frac[:, periodic])
+            d[b] = frac @ cell
+    return np.sqrt(np.einsum("bni,bni->bn", d, d))
+
+
+def _resolve_fixed_core(model, ref):
+    """The fixed core described by either file; DataMismatchError if both describe different ones."""
+    fm, fr = model.fixed_core, ref.fixed_core
+    if fm is not None and fr is not None:
+        if fm.center_id != fr.center_id:
+            raise DataMismatchError(
+                f"{model.path} and {ref.path} name different centre atoms (id {fm.center_id} and id {fr.center_id})"
+            )
+        if abs(fm.rfix - fr.rfix) > 1e-6:
+            raise DataMismatchError(
+                f"{model.path} and {ref.path} give different R_fix ({fm.rfix:g} and {fr.rfix:g} Angstrom)"
+            )
+        if not np.array_equal(fm.core_ids, fr.core_ids):
+            diff = np.setxor1d(fm.core_ids, fr.core_ids)
+            raise DataMismatchError(
+                f"{model.path} and {ref.path} give different fixed cores "
+                f"({fm.core_ids.size} and {fr.core_ids.size} atoms; first differing id {int(diff[0])})"
+            )
+    return fm if fm is not None else fr
+
+
+class _ErrorHistogram:
+    """Counts of signed force-component errors on fixed-width bins, accumulated block by block.
+
+    The bin width is fixed by the first block with a non-zero error (1/40 of its largest error, rounded
+    to 1, 2 or 5 × 10^k); bins grow as needed up to ``max_bins`` each side, beyond which errors are
+    counted in the outermost bins. Memory is bounded; counts are exact.
+    """
+
+    def __init__(self, max_bins: int = 4000) -> None:
+        self.width: float | None = None
+        self.max_bins = max_bins
+        self.zeros = 0  # errors seen before the width was fixed (all exactly zero)
+        self.counts = np.zeros(1, np.int64)  # bins -k..k, centre bin index k
+        self.clipped = 0
+
+    def add(self, err: np.ndarray) -> None:
+        err = err.reshape(-1)
+        if self.width is None:
+            big = float(np.abs(err).max(initial=0.0))
+            if big == 0.0:
+                self.zeros += err.size
+                return
+            raw = big / 40.0
+            exp = math.floor(math.log10(raw))
+            mant = raw / 10**exp
+            self.width = (1.0 if mant < 2 else 2.0 if mant < 5 else 5.0) * 10**exp
+        k = np.rint(err / self.width).astype(np.int64)
+        kmax = int(np.abs(k).max(initial=0))
+        if kmax > self.max_bins:
+            self.clipped += int(np.count_nonzero(np.abs(k) > self.max_bins))
+            np.clip(k, -self.max_bins, self.max_bins, out=k)
+            kmax = self.max_bins
+        half = self.counts.size // 2
+        if kmax > half:
+            grown = np.zeros(2 * kmax + 1, np.int64)
+            grown[kmax - half : kmax + half + 1] = self.counts
+            self.counts, half = grown, kmax
+        self.counts += np.bincount(k + half, minlength=self.counts.size)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bin edges, counts) in eV/Angstrom."""
+        width = self.width or 1e-3
+        half = self.counts.size // 2
+        counts = self.counts.copy()
+        counts[half] += self.zeros
+        edges = (np.arange(-half, half + 2) - 0.5) * width
+        return edges, counts
+
+
+# --------------------------------------------------------------------------------------------------
+# one pair of files
+# --------------------------------------------------------------------------------------------------
+
+
+def compare_files(
+    model_path: str | os.PathLike,
+    ref_path: str | os.PathLike,
+    *,
+    by: str = "step",
+    shift_energy: bool = False,
+    position_tol: float = 1e-4,
+    time_tol: float = TIME_TOL,
+    plot_dir: str | os.PathLike | None = None,
+    block_frames: int | None = None,
+) -> dict[str, Any]:
+    """Compare forces and energies of ``model_path`` with ``ref_path`` on their common frames.
+
+    Frames are matched by ``by`` ("step" or "time", within ``time_tol`` ps). Matched frames must hold
+    the same atom ids and species and the same positions within ``position_tol`` Angstrom (minimum
+    image along periodic directions) in the same cell; forces must be in eV/Angstrom and the potential
+    energy in eV in both files. ``shift_energy`` removes the mean per-atom energy difference before the
+    energy errors (references with another energy zero). ``plot_dir`` writes the figures there.
+
+    Returns the report (a JSON-ready dict; keys in ``docs/compare.md``). Raises
+    :class:`~nlmd.errors.DataMismatchError` when the files do not describe the same frames and
+    :class:`~nlmd.errors.InputError` when a file is missing, unreadable or lacks forces.
+    """
+    from nlmd.h5md import TrajectoryReader
+
+    model_path, ref_path = Path(model_path), Path(ref_path)
+    for p in (model_path, ref_path):
+        if not p.is_file():
+            raise InputError(f"{p}: no such file")
+    with TrajectoryReader(model_path) as model, TrajectoryReader(ref_path) as ref:
+        return _compare_open(
+            model, ref, by=by, shift_energy=shift_energy, position_tol=float(position_tol),
+            time_tol=float(time_tol), plot_dir=None if plot_dir is None else Path(plot_dir),
+            block_frames=block_frames,
+        )
+
+
+def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_dir, block_frames):
+    mname, rname = str(model.path), str(ref.path)
+    both = f"{mname} and {rname}"
+
+    # --- what both files must hold, in which units
+    for r in (model, ref):
+        if not r.has("force"):
+            raise InputError(f"{r.path}: holds no forces, so there is nothing to compare")
+        if r.n_frames == 0:
+            raise InputError(f"{r.path}: holds no frames")
+    units = {
+        "force": _check_unit(model, "force", "force"),
+        "length": _check_unit(model, "position", "position"),
+        "energy": "eV",
+        "time": "ps",
+    }
+    _check_unit(ref, "force", "force")
+    _check_unit(ref, "position", "position")
+    if by == "time":
+        _check_unit(model, "time", "time")
+        _check_unit(ref, "time", "time")
+
+    # --- matching
+    keys = (model.steps, ref.steps) if by == "step" else (model.times, ref.times)
+    im, ir = match_frames(*keys, by=by, time_tol=time_tol, names=(mname, rname))
+    if im.size == 0:
+        k = "steps" if by == "step" else "times (ps)"
+        km, kr = keys
+        raise DataMismatchError(
+            f"{both} have no frame in common by {by}: {mname} has {k} {km.min():g}..{km.max():g} "
+            f"({km.size} frames), {rname} has {kr.min():g}..{kr.max():g} ({kr.size} frames)"
+        )
+    n_match = int(im.size)
+
+    # --- atoms
+    ids, species = model.ids, model.species
+    first = f"step {int(ref.steps[ir[0]])}"
+    if model.n_atoms != ref.n_atoms:
+        raise DataMismatchError(f"{both} differ in atoms at {first}: {model.n_atoms} atoms and {ref.n_atoms} atoms")
+    _check_atoms(model, ref, ids, species, ref.ids, ref.species, first)
+    n_atoms = int(ids.size)
+
+    fixed = _resolve_fixed_core(model, ref)
+    center_row = None
+    core_mask = None
+    if fixed is not None:
+        center_row = int(np.searchsorted(ids, fixed.center_id))
+        if center_row >= n_atoms or ids[center_row] != fixed.center_id:
+            raise DataMismatchError(f"{both}: the centre atom id {fixed.center_id} of the fixed core is not in the files")
+        core_mask = np.isin(ids, fixed.core_ids)
+        missing = np.setdiff1d(fixed.core_ids, ids)
+        if missing.size:
+            raise DataMismatchError(f"{both}: fixed-core atom id {int(missing[0])} is not in the files")
+
+    periodic = np.array([b == "periodic" for b in ref.boundary], dtype=bool)
+
+    # --- the one pass
+    sq_atom = np.zeros(n_atoms)  # sum over frames and components of (F_model - F_ref)^2
+    abs_atom = np.zeros(n_atoms)  # sum over frames and components of |F_model - F_ref|
+    center_norm = 0.0
+    center_ref_sq = 0.0
+    center_model_sq = 0.0
+    want_plots = plot_dir is not None
+    trace_m: list[np.ndarray] = []
+    trace_r: list[np.ndarray] = []
+    hist = _ErrorHistogram() if want_plots else None
+    parity_frames, parity_atoms = _parity_selection(n_match, n_atoms) if want_plots else (None, None)
+    parity_m: list[np.ndarray] = []
+    parity_r: list[np.ndarray] = []
+
+    if block_frames is None:
+        block_frames = max(1, BLOCK_ATOM_FRAMES // n_atoms)
+    comp_tol = position_tol / math.sqrt(3.0)
+    for p0 in range(0, n_match, block_frames):
+        p1 = min(p0 + block_frames, n_match)
+        bm, br = im[p0:p1], ir[p0:p1]
+        steps = ref.steps[br]
+        for series, base in (("id", ids), ("species", species)):
+            am, ar = _read_rows(model, series, bm), _read_rows(ref, series, br)
+            _check_constant(model, ref, series, am, ar, ids, species, steps)
+
+        boxm, boxr = _read_rows(model, "box", bm), _read_rows(ref, "box", br)
+        dbox = np.abs(boxm - boxr).max(axis=(1, 2))
+        if np.any(dbox > position_tol):
+            j = int(np.argmax(dbox > position_tol))
+            raise DataMismatchError(
+                f"{both} have different cells at step {int(steps[j])}: cell vectors differ by up to "
+                f"{dbox[j]:.3g} Angstrom (tolerance {position_tol:g})"
+            )
+        d = _read_rows(model, "position", bm)
+        d -= _read_rows(ref, "position", br)
+        if np.abs(d).max() > comp_tol:
+            dev = _minimum_image_norm(d, boxr, periodic)
+            worst = dev.max(axis=1)
+            if np.any(worst > position_tol):
+                j = int(np.argmax(worst > position_tol))
+                a = int(np.argmax(dev[j]))
+                raise DataMismatchError(
+                    f"{both} have different positions at step {int(steps[j])} (the first such frame): "
+                    f"atom id {int(ids[a])} differs by {worst[j]:.3g} Angstrom, the largest in that frame "
+                    f"(tolerance {position_tol:g}, periodic images considered)"
+                )
+        del d
+
+        fm = _read_rows(model, "force", bm)
+        fr = _read_rows(ref, "force", br)
+        if center_row is not None:
+            cm, cr = fm[:, center_row].copy(), fr[:, center_row].copy()
+            dc = cm - cr
+            center_norm += float(np.sqrt(np.einsum("bi,bi->b", dc, dc)).sum())
+            center_ref_sq += float(np.einsum("bi,bi->", cr, cr))
+            center_model_sq += float(np.einsum("bi,bi->", cm, cm))
+            if want_plots:
+                trace_m.append(cm)
+                trace_r.append(cr)
+        if want_plots:
+            sel = parity_frames[(parity_frames >= p0) & (parity_frames < p1)] - p0
+            if sel.size:
+                parity_m.append(fm[sel][:, parity_atoms].reshape(-1, 3))
+                parity_r.append(fr[sel][:, parity_atoms].reshape(-1, 3))
+        b = fm.shape[0]
+        fm -= fr  # fm is now the error
+        del fr
+        if want_plots:
+            hist.add(fm)
+        sq = np.square(fm).reshape(b, -1).sum(axis=0).reshape(n_atoms, 3).sum(axis=1)
+        if not np.isfinite(sq.sum()):
+            _raise_not_finite(model, ref, bm, br, steps)
+        sq_atom += sq
+        np.abs(fm, out=fm)
+        abs_atom += fm.reshape(b, -1).sum(axis=0).reshape(n_atoms, 3).sum(axis=1)
+        del fm
+
+    # --- force metrics
+    def group(mask: np.ndarray | None) -> dict[str, Any] | None:
+        n = n_atoms if mask is None else int(np.count_nonzero(mask))
+        if n == 0:
+            return None
+        count = 3.0 * n * n_match
+        s = sq_atom.sum() if mask is None else sq_atom[mask].sum()
+        a = abs_atom.sum() if mask is None else abs_atom[mask].sum()
+        return {"force_rmse": math.sqrt(s / count), "force_mae": float(a / count), "n_atoms": n}
+
+    per_element = {}
+    for z in np.unique(species):
+        per_element[_symbol(z)] = group(species == z)
+
+    center = None
+    if fixed is not None:
+        center = {
+            "id": int(fixed.center_id),
+            "force_rmse": math.sqrt(sq_atom[center_row] / n_match),
+            "force_mae": center_norm / n_match,
+            "force_rms_ref": math.sqrt(center_ref_sq / n_match),
+            "force_rms_model": math.sqrt(center_model_sq / n_match),
+        }
+
+    # --- energy
+    energy, energy_note = _energy_metrics(model, ref, im, ir, n_atoms, shift_energy)
+
+    mtimes = model.times[im]
+    report: dict[str, Any] = {
+        "nlmd_compare": REPORT_VERSION,
+        "model": mname,
+        "reference": rname,
+        "by": by,
+        "n_frames": n_match,
+        "n_atoms": n_atoms,
+        "frames": {
+            "model_total": int(model.n_frames),
+            "reference_total": int(ref.n_frames),
+            "first_step": int(ref.steps[ir].min()),
+            "last_step": int(ref.steps[ir].max()),
+            "first_time": float(mtimes.min()),
+            "last_time": float(mtimes.max()),
+        },
+        "units": units,
+        "position_tol": position_tol,
+        "shift_energy": bool(shift_energy),
+        "rfix": None if fixed is None else float(fixed.rfix),
+        "center": center,
+        "all": group(None),
+        "core": group(core_mask) if core_mask is not None else None,
+        "mobile": group(~core_mask) if core_mask is not None else None,
+        "per_element": per_element,
+        "energy": energy,
+        "energy_note": energy_note,
+        "figures": {},
+    }
+    if want_plots:
+        from nlmd import plots
+
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        figures = {}
+        if center_row is not None:
+            figures["center_force"] = str(
+                plots.plot_center_force(
+                    plot_dir / "center_force.png", mtimes, np.concatenate(trace_m), np.concatenate(trace_r),
+                    center_id=fixed.center_id, rfix=fixed.rfix,
+                )
+            )
+        pm = np.concatenate(parity_m) if parity_m else np.zeros((0, 3))
+        pr = np.concatenate(parity_r) if parity_r else np.zeros((0, 3))
+        sp = np.tile(species[parity_atoms], pm.shape[0] // max(1, parity_atoms.size))
+        labels = {_symbol(z): sp == z for z in np.unique(species)}
+        figures["parity"] = str(plots.plot_parity(plot_dir / "force_parity.png", pm, pr, labels, per_element))
+        edges, counts = hist.result()
+        figures["error_histogram"] = str(
+            plots.plot_error_histogram(plot_dir / "force_error_histogram.png", edges, counts, clipped=hist.clipped)
+        )
+        report["figures"] = figures
+    return report
+
+
+def _check_atoms(model, ref, ids_m, sp_m, ids_r, sp_r, where: str) -> None:
+    both = f"{model.path} and {ref.path}"
+    if not np.array_equal(ids_m, ids_r):
+        row = int(np.argmax(ids_m != ids_r))
+        raise DataMismatchError(
+            f"{both} hold different atoms at {where}: row {row} is atom id {int(ids_m[row])} in the first "
+            f"and id {int(ids_r[row])} in the second"
+        )
+    if not np.array_equal(sp_m, sp_r):
+        row = int(np.argmax(sp_m != sp_r))
+        raise DataMismatchError(
+            f"{both} hold different species at {where}: atom id {int(ids_m[row])} is "
+            f"{_symbol(sp_m[row])} in the first and {_symbol(sp_r[row])} in the second"
+        )
+
+
+def _check_constant(model, ref, series, am, ar, ids, species, steps) -> None:
+    """Ids or species of a block of matched frames: equal in both files and to the first frame's."""
+    base = ids if series == "id" else species
+    bad = np.any(am != base, axis=1) | np.any(ar != base, axis=1)
+    if not bad.any():
+        return
+    j = int(np.argmax(bad))
+    where = f"step {int(steps[j])}"
+    if series == "id":
+        _check_atoms(model, ref, am[j], species, ar[j], species, where)
+    else:
+        _check_atoms(model, ref, ids, am[j], ids, ar[j], where)
+    # same in both files but not as in frame 0 of the file: rows no longer follow the same atoms
+    raise DataMismatchError(
+        f"{model.path} and {ref.path}: the atoms' {series} change along the trajectory at {where}; "
+        "nlmd compare needs the same atoms in the same rows in every frame"
+    )
+
+
+def _raise_not_finite(model, ref, bm, br, steps) -> None:
+    for r, idx in ((model, bm), (ref, br)):
+        f = _read_rows(r, "force", idx)
+        bad = ~np.isfinite(f).all(axis=(1, 2))
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise InputError(f"{r.path}: forces at step {int(steps[j])} are not finite (NaN or inf)")
+    raise InputError(f"{model.path} and {ref.path}: force differences overflow (not finite)")
+
+
+def _energy_metrics(model, ref, im, ir, n_atoms, shift):
+    """Per-atom energy metrics from the potential_energy observables, or (None, why not)."""
+    missing = [str(r.path) for r in (model, ref) if "potential_energy" not in r.observable_names]
+    if missing:
+        return None, f"no potential_energy in {' and '.join(missing)}"
+    for r in (model, ref):
+        _check_unit(r, "potential_energy", "potential_energy")
+    em = np.asarray(model.observable("potential_energy"), dtype=np.float64)
+    er = np.asarray(ref.observable("potential_energy"), dtype=np.float64)
+    if em.ndim != 1 or er.ndim != 1:
+        return None, "potential_energy is not a scalar per frame"
+    diff = (em[im] - er[ir]) / n_atoms
+    if not np.all(np.isfinite(diff)):
+        return None, "potential_energy is not finite in every matched frame"
+    offset = float(diff.mean())
+    err = diff - offset if shift else diff
+    note = f"mean offset {offset:.6g} eV/atom removed (--shift-energy)" if shift else None
+    return {
+        "mae_per_atom": float(np.abs(err).mean()),
+        "rmse_per_atom": math.sqrt(float(np.square(err).mean())),
+        "offset_per_atom": offset,
+    }, note
+
+
+def _parity_selection(n_frames: int, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matched-frame positions and atom rows kept for the parity plot (at most PARITY_POINTS components)."""
+    per_frame = 3 * n_atoms
+    if per_frame >= PARITY_POINTS:
+        stride = -(-per_frame // PARITY_POINTS)
+        return np.array([0], np.int64), np.arange(0, n_atoms, stride)
+    k = min(n_frames, max(1, PARITY_POINTS // per_frame))
+    frames = np.unique(np.linspace(0, n_frames - 1, k).round().astype(np.int64))
+    return frames, np.arange(n_atoms)
+
+
+# --------------------------------------------------------------------------------------------------
+# several runs: the R_fix sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def find_runs(directory: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """Runs in ``directory``: each subdirectory holding ``model.h5`` and ``ref.h5`` is a run named after it.
+
+    ``.h5md`` is accepted for either file. Subdirectories with neither file are ignored; one with only
+    one of them is an InputError, as is a directory with no run.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such directory")
+    runs = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        found = {}
+        for role in ("model", "ref"):
+            hits = [sub / f"{role}{ext}" for ext in (".h5", ".h5md") if (sub / f"{role}{ext}").is_file()]
+            if len(hits) > 1:
+                raise InputError(f"{sub}: holds both {hits[0].name} and {hits[1].name}; keep one")
+            if hits:
+                found[role] = hits[0]
+        if len(found) == 1:
+            have = next(iter(found.values())).name
+            lack = "ref.h5" if "model" in found else "model.h5"
+            raise InputError(f"{sub}: has {have} but no {lack} (a run directory needs model.h5 and ref.h5)")
+        if found:
+            runs.append((sub.name, found["model"], found["ref"]))
+    if not runs:
+        raise InputError(f"{root}: no run found (expected subdirectories holding model.h5 and ref.h5)")
+    return runs
+
+
+def _run_names(pairs: Sequence[tuple[Path, Path]]) -> list[str]:
+    """Short unique names: the model file's stem, else its directory name, else numbered."""
+    for make in (lambda m: m.stem, lambda m: m.parent.name or m.stem, lambda m: f"{m.parent.name}/{m.stem}"):
+        names = [make(Path(m)) for m, _ in pairs]
+        if len(set(names)) == len(names) and all(names):
+            return names
+    return [f"run{i + 1}" for i in range(len(pairs))]
+
+
+def compare_runs(
+    pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]
+    | Iterable[tuple[str, str | os.PathLike, str | os.PathLike]],
+    *,
+    by: str = "step",
+    shift_energy: bool = False,
+    position_tol: float = 1e-4,
+    time_tol: float = TIME_TOL,
+    plot_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Compare several (model, reference) pairs and tabulate the errors against R_fix (Fig. 5c).
+
+    ``pairs`` holds ``(model, ref)`` or ``(name, model, ref)`` tuples (:func:`find_runs` gives the
+    latter). R_fix is read from the files' fixed core; runs without one are listed last. With
+    ``plot_dir`` each run's figures go to ``plot_dir/<name>/`` and the R_fix figure to
+    ``plot_dir/rfix.png``.
+    """
+    items = [tuple(p) for p in pairs]
+    if not items:
+        raise InputError("no runs to compare")
+    if all(len(p) == 3 for p in items):
+        names = [str(p[0]) for p in items]
+        files = [(Path(p[1]), Path(p[2])) for p in items]
+    elif all(len(p) == 2 for p in items):
+        files = [(Path(p[0]), Path(p[1])) for p in items]
+        names = _run_names(files)
+    else:
+        raise InputError("runs are given as (model, ref) or (name, model, ref) pairs, not a mixture")
+    if len(set(names)) != len(names):
+        raise InputError(f"run names must be unique, got {names}")
+
+    runs = []
+    for name, (m, r) in zip(names, files):
+        rep = compare_files(
+            m, r, by=by, shift_energy=shift_energy, position_tol=position_tol, time_tol=time_tol,
+            plot_dir=None if plot_dir is None else Path(plot_dir) / name,
+        )
+        runs.append({"name": name, **rep})
+    runs.sort(key=lambda x: (x["rfix"] is None, x["rfix"] if x["rfix"] is not None else 0.0, x["name"]))
+
+    table = []
+    for rep in runs:
+        c = rep["center"] or {}
+        table.append({
+            "name": rep["name"],
+            "rfix": rep["rfix"],
+            "n_frames": rep["n_frames"],
+            "force_rmse_all": rep["all"]["force_rmse"],
+            "force_rmse_mobile": (rep["mobile"] or {}).get("force_rmse"),
+            "force_rmse_center": c.get("force_rmse"),
+            "force_rms_center_ref": c.get("force_rms_ref"),
+            "force_rms_center_model": c.get("force_rms_model"),
+            "energy_mae_per_atom": (rep["energy"] or {}).get("mae_per_atom"),
+        })
+    out: dict[str, Any] = {
+        "nlmd_compare_runs": REPORT_VERSION,
+        "n_runs": len(runs),
+        "table": table,
+        "runs": runs,
+        "figures": {},
+    }
+    if plot_dir is not None:
+        rows = [t for t in table if t["rfix"] is not None and t["force_rmse_center"] is not None]
+        if rows:
+            from nlmd import plots
+
+            path = plots.plot_rfix(Path(plot_dir) / "rfix.png", rows)
+            out["figures"]["rfix"] = str(path)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------------
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a report as JSON through a temporary file renamed into place (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(report, fh, indent=2, allow_nan=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _f(x: float | None, scale: float = 1.0, fmt: str = "{:.4f}") -> str:
+    return "-" if x is None else fmt.format(x * scale)
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """The report as a table for the terminal (forces in eV/Angstrom, energies in meV/atom)."""
+    fr = rep["frames"]
+    lines = [
+        f"model:     {rep['model']}",
+        f"reference: {rep['reference']}",
+        f"matched {rep['n_frames']} of {fr['reference_total']} reference frames by {rep['by']} "
+        f"(model holds {fr['model_total']}; steps {fr['first_step']}..{fr['last_step']}, "
+        f"t = {fr['first_time']:.4g}..{fr['last_time']:.4g} ps), {rep['n_atoms']} atoms"
+        + (f", R_fix = {rep['rfix']:.3f} Angstrom" if rep["rfix"] is not None else ""),
+        "",
+        f"{'forces (eV/Angstrom)':<24}{'RMSE':>10}{'MAE':>10}{'atoms':>8}",
+    ]
+    rows = [("all", rep["all"]), ("core (fixed)", rep["core"]), ("mobile", rep["mobile"])]
+    rows += [(sym, m) for sym, m in rep["per_element"].items()]
+    for label, m in rows:
+        if m is None:
+            continue
+        lines.append(f"  {label:<22}{m['force_rmse']:>10.4f}{m['force_mae']:>10.4f}{m['n_atoms']:>8d}")
+    c = rep["center"]
+    if c is not None:
+        lines += [
+            f"  centre atom id {c['id']:<7}{c['force_rmse']:>10.4f}{c['force_mae']:>10.4f}        1"
+            "   (|F_model - F_ref|)",
+            f"  RMS |F_center|: reference {c['force_rms_ref']:.4f}, model {c['force_rms_model']:.4f}",
+        ]
+    else:
+        lines.append("  (no fixed core in either file: no centre-atom metrics)")
+    lines.append("")
+    e = rep["energy"]
+    if e is None:
+        lines.append(f"energy: not compared ({rep['energy_note']})")
+    else:
+        lines.append(
+            f"energy (meV/atom): MAE {e['mae_per_atom'] * 1e3:.3f}, RMSE {e['rmse_per_atom'] * 1e3:.3f}, "
+            f"mean offset (model - ref) {e['offset_per_atom'] * 1e3:.3f}"
+            + (" (removed before the errors)" if rep["shift_energy"] else "")
+        )
+    for name, path in rep.get("figures", {}).items():
+        lines.append(f"figure {name}: {path}")
+    return "\n".join(lines)
+
+
+def format_runs(out: dict[str, Any]) -> str:
+    """The R_fix table for the terminal (eV/Angstrom)."""
+    head = (
+        f"{'run':<16}{'R_fix':>8}{'frames':>8}{'RMSE all':>10}{'RMSE mob':>10}{'RMSE ctr':>10}"
+        f"{'RMS|Fc| ref':>13}{'RMS|Fc| mod':>13}"
+    )
+    lines = ["force errors against R_fix (eV/Angstrom; R_fix in Angstrom)", head]
+    for t in out["table"]:
+        lines.append(
+            f"{t['name'][:15]:<16}{_f(t['rfix'], fmt='{:.3f}'):>8}{t['n_frames']:>8d}"
+            f"{_f(t['force_rmse_all']):>10}{_f(t['force_rmse_mobile']):>10}{_f(t['force_rmse_center']):>10}"
+            f"{_f(t['force_rms_center_ref']):>13}{_f(t['force_rms_center_model']):>13}"
+        )
+    for name, path in out.get("figures", {}).items():
+        lines.append(f"figure {name}: {path}")
+    return "\n".join(lines)

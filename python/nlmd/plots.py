@@ -1,0 +1,155 @@
+"""Figures of ``nlmd compare``: F_center(t), force parity, error histogram, errors against R_fix.
+
+Each function takes arrays already reduced by :mod:`nlmd.compare` (one atom per frame, a bounded
+sample, histogram counts), writes one PNG with matplotlib's Agg canvas and returns its path.
+matplotlib is imported inside the functions so importing nlmd stays fast, and no pyplot state is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_center_force", "plot_parity", "plot_error_histogram", "plot_rfix"]
+
+_DPI = 120
+_MODEL, _REF, _ERR = "tab:blue", "black", "tab:red"
+
+
+def _figure(width: float, height: float, rows: int = 1, **kw):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 1, **kw)
+    return fig, axes
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def plot_center_force(
+    path: str | os.PathLike,
+    times: np.ndarray,
+    f_model: np.ndarray,
+    f_ref: np.ndarray,
+    *,
+    center_id: int,
+    rfix: float | None = None,
+) -> Path:
+    """|F_center| of model and reference against time (ps), and |F_model - F_ref| below (Fig. 5b)."""
+    times = np.asarray(times, dtype=float)
+    nm = np.linalg.norm(f_model, axis=1)
+    nr = np.linalg.norm(f_ref, axis=1)
+    err = np.linalg.norm(np.asarray(f_model) - np.asarray(f_ref), axis=1)
+    order = np.argsort(times, kind="stable")
+    times, nm, nr, err = times[order], nm[order], nr[order], err[order]
+    fig, (top, bottom) = _figure(6.0, 4.2, rows=2, sharex=True, height_ratios=[2, 1])
+    sparse = times.size <= 400
+    top.plot(times, nm, "-", color=_MODEL, lw=1.2, label="model")
+    top.plot(times, nr, "o" if sparse else "-", color=_REF, ms=3, lw=0.8, mfc="none", label="reference")
+    top.set_ylabel(r"$|F_\mathrm{center}|$ (eV/Å)")
+    title = f"centre atom id {center_id}"
+    if rfix is not None:
+        title += f", $R_\\mathrm{{fix}}$ = {rfix:.2f} Å"
+    top.set_title(title, fontsize=10)
+    top.legend(frameon=False, fontsize=8)
+    top.set_ylim(bottom=0)
+    bottom.plot(times, err, "-", color=_ERR, lw=1.0)
+    bottom.set_ylabel(r"$|F_\mathrm{model}-F_\mathrm{ref}|$", fontsize=9)
+    bottom.set_xlabel("time (ps)")
+    bottom.set_ylim(bottom=0)
+    return _save(fig, path)
+
+
+def plot_parity(
+    path: str | os.PathLike,
+    f_model: np.ndarray,
+    f_ref: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    metrics: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> Path:
+    """Model against reference force components, one colour per element (rows selected by ``masks``)."""
+    fig, ax = _figure(4.6, 4.4)
+    fm = np.asarray(f_model).reshape(-1, 3)
+    fr = np.asarray(f_ref).reshape(-1, 3)
+    n_points = 0
+    for symbol, mask in masks.items():
+        x, y = fr[mask].ravel(), fm[mask].ravel()
+        n_points += x.size
+        label = symbol
+        m = (metrics or {}).get(symbol)
+        if m:
+            label += f" (RMSE {m['force_rmse']:.3f})"
+        ax.scatter(x, y, s=2, alpha=0.4, linewidths=0, label=label, rasterized=True)
+    if n_points:
+        lo = float(min(fr.min(), fm.min()))
+        hi = float(max(fr.max(), fm.max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        lo, hi = lo - pad, hi + pad
+    else:
+        lo, hi = -1.0, 1.0
+    ax.plot([lo, hi], [lo, hi], "-", color="0.5", lw=0.8)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+    ax.set_xlabel("reference force component (eV/Å)")
+    ax.set_ylabel("model force component (eV/Å)")
+    ax.set_title(f"force parity ({n_points} components)", fontsize=10)
+    if masks:
+        ax.legend(frameon=False, fontsize=8, markerscale=4, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_error_histogram(
+    path: str | os.PathLike, edges: np.ndarray, counts: np.ndarray, *, clipped: int = 0
+) -> Path:
+    """Histogram (log counts) of signed force-component errors F_model - F_ref, empty tails trimmed."""
+    edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(counts)
+    nz = np.flatnonzero(counts)
+    if nz.size:
+        a, b = max(0, nz[0] - 1), min(counts.size, nz[-1] + 2)
+        edges, counts = edges[a : b + 1], counts[a:b]
+    fig, ax = _figure(5.0, 3.4)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    ax.hist(centres, bins=edges, weights=counts, log=True, color=_ERR, alpha=0.7, histtype="stepfilled")
+    ax.set_xlabel(r"$F_\mathrm{model}-F_\mathrm{ref}$ per component (eV/Å)")
+    ax.set_ylabel("count")
+    title = f"force-component errors ({int(counts.sum())} components)"
+    if clipped:
+        title += f", {clipped} beyond the range counted at its ends"
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_rfix(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Force RMSE (all atoms, centre atom) and RMS |F_center| (reference, model) against R_fix (Fig. 5c).
+
+    ``rows`` are entries of the ``table`` of :func:`nlmd.compare.compare_runs` that have an R_fix.
+    """
+    rows = sorted(rows, key=lambda r: r["rfix"])
+    x = np.array([r["rfix"] for r in rows], dtype=float)
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+    fig, ax = _figure(5.0, 3.8)
+    ax.plot(x, col("force_rms_center_ref"), "s-", color=_REF, mfc="none", label=r"RMS $|F_\mathrm{center}|$ reference")
+    ax.plot(x, col("force_rms_center_model"), "s--", color=_MODEL, mfc="none", label=r"RMS $|F_\mathrm{center}|$ model")
+    ax.plot(x, col("force_rmse_center"), "o-", color=_ERR, label="force RMSE, centre atom")
+    ax.plot(x, col("force_rmse_all"), "^-", color="tab:green", label="force RMSE, all atoms")
+    ax.set_xlabel(r"$R_\mathrm{fix}$ (Å)")
+    ax.set_ylabel("force (eV/Å)")
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
