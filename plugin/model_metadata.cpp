@@ -1,0 +1,73 @@
+#include "model_metadata.h"
+
+#include <caffe2/serialize/inline_container.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace nlmd {
+
+std::string ModelMetadata::get(const std::string &key, const std::string &fallback) const
+{
+  auto it = fields.find(key);
+  return it == fields.end() ? fallback : it->second;
+}
+
+ModelMetadata read_model_metadata(const std::string &path)
+{
+  {
+    std::ifstream probe(path, std::ios::binary);
+    if (!probe.good()) throw std::runtime_error("the model file " + path + " does not exist or cannot be read");
+  }
+  ModelMetadata meta;
+  meta.path = path;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const char *key : {"chemical_symbols_to_index", "cutoff", "num_species", "model_type", "version",
+                            "dtype", "time", "oeq", "flashTP", "comm_size"}) {
+      const std::string record = std::string("extra/") + key;
+      if (!reader.hasRecord(record)) continue;
+      auto [data, size] = reader.getRecord(record);
+      meta.fields[key] = std::string(static_cast<const char *>(data.get()), size);
+    }
+  } catch (const std::exception &e) {
+    throw std::runtime_error(path + " is not a TorchScript archive (" + std::string(e.what()).substr(0, 200) +
+                             ")");
+  }
+  for (const char *key : {"cutoff", "chemical_symbols_to_index", "model_type"}) {
+    if (!meta.fields.count(key))
+      throw std::runtime_error(path + " has no SevenNet metadata field '" + key +
+                               "'; deploy the checkpoint with `nlmd deploy` (or sevenn_get_model)");
+  }
+  try {
+    meta.cutoff = std::stod(meta.fields["cutoff"]);
+  } catch (const std::exception &) {
+    throw std::runtime_error(path + ": metadata field 'cutoff' is '" + meta.fields["cutoff"] +
+                             "', expected a number in Angstrom");
+  }
+  std::istringstream species(meta.fields["chemical_symbols_to_index"]);
+  for (std::string s; species >> s;) meta.species.push_back(s);
+  return meta;
+}
+
+std::string check_species(const ModelMetadata &meta, const std::vector<std::string> &requested)
+{
+  for (size_t i = 0; i < requested.size(); ++i) {
+    bool found = false;
+    for (const auto &s : meta.species) found = found || (s == requested[i]);
+    if (!found) {
+      std::string known;
+      if (meta.species.size() <= 20) {
+        for (const auto &s : meta.species) known += " " + s;
+      } else {
+        known = " " + std::to_string(meta.species.size()) + " elements";
+      }
+      return "element '" + requested[i] + "' (atom type " + std::to_string(i + 1) + ") is not in the model " +
+          meta.path + ", which knows:" + known;
+    }
+  }
+  return "";
+}
+
+}    // namespace nlmd

@@ -1,0 +1,30 @@
+/* Read the metadata SevenNet stores in a deployed TorchScript file (its `_extra_files`) without loading
+   the model, and check a pair_coeff element list against it. Errors come back as sentences. */
+#ifndef NLMD_MODEL_METADATA_H
+#define NLMD_MODEL_METADATA_H
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nlmd {
+
+struct ModelMetadata {
+  std::string path;
+  std::map<std::string, std::string> fields;  // raw `_extra_files` entries
+  std::vector<std::string> species;           // chemical_symbols_to_index, in model order
+  double cutoff = 0.0;
+
+  std::string get(const std::string &key, const std::string &fallback = "?") const;
+};
+
+// Throws std::runtime_error with a sentence naming the file when it is missing, is not a TorchScript
+// archive, or lacks the SevenNet metadata (cutoff, chemical_symbols_to_index, model_type).
+ModelMetadata read_model_metadata(const std::string &path);
+
+// Returns "" when every requested element is in the model, else a sentence naming the first that is not.
+std::string check_species(const ModelMetadata &meta, const std::vector<std::string> &requested);
+
+}    // namespace nlmd
+
+#endif

@@ -1,0 +1,3 @@
+from nlmd.cli import main
+
+main()

@@ -1,0 +1,24 @@
+"""`nlmd deploy`: SevenNet checkpoint -> verified potential directory."""
+
+from pathlib import Path
+
+import click
+
+
+@click.command("deploy")
+@click.argument("model", default="7net-0")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Potential directory to write (default: potentials/<model name>).")
+@click.option("--parallel/--no-parallel", default=True, show_default=True,
+              help="Also write the per-layer deployment for pair_style e3gnn/parallel.")
+@click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
+@click.option("--no-verify", is_flag=True, help="Skip the LAMMPS vs SevenNetCalculator check (not recommended).")
+def command(model: str, output: Path | None, parallel: bool, force: bool, no_verify: bool) -> None:
+    """Deploy MODEL (a SevenNet .pth checkpoint or a pretrained name shipped with sevenn, default 7net-0).
+
+    Writes deployed_serial.pt, deployed_parallel/, manifest.json and pair.lmp, then checks forces of a
+    probe structure through LAMMPS against SevenNetCalculator (fails above 1e-4 eV/A).
+    """
+    from nlmd.potentials import deploy
+
+    deploy(model, output, parallel=parallel, force=force, verify=not no_verify, echo=click.echo)

@@ -1,0 +1,25 @@
+"""The exceptions nlmd raises on purpose.
+
+The CLI turns any :class:`NlmdError` into one line on stderr and exit status 1.
+Each message is one sentence that names the file (or object), the field and what was expected.
+"""
+
+
+class NlmdError(Exception):
+    """Base class: an error nlmd detected and can explain in one sentence."""
+
+
+class InputError(NlmdError):
+    """Raised when a file, option or argument given by the user is missing, malformed or inconsistent."""
+
+
+class ModelError(NlmdError):
+    """Raised when a model or potential directory cannot be loaded, deployed or verified."""
+
+
+class SimulationError(NlmdError):
+    """Raised when LAMMPS (or the plugin inside it) reports an error while setting up or running."""
+
+
+class DataMismatchError(NlmdError):
+    """Raised when two trajectory files that must describe the same frames do not (ids, species, positions, units)."""

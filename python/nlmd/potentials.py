@@ -1,0 +1,328 @@
+"""Potential directories: loading them, and deploying SevenNet checkpoints into them (with verification).
+
+A potential directory holds ``manifest.json`` and ``pair.lmp`` (see docs/contracts.md); a deployed
+SevenNet model also holds ``deployed_serial.pt`` and, for several MPI ranks, ``deployed_parallel/``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from nlmd.errors import InputError, ModelError
+
+MANIFEST = "manifest.json"
+PAIR_FILE = "pair.lmp"
+SERIAL_FILE = "deployed_serial.pt"
+PARALLEL_DIR = "deployed_parallel"
+#: largest force difference (eV/Angstrom) between LAMMPS and SevenNetCalculator accepted by deploy
+VERIFY_FORCE_TOL = 1e-4
+DEFAULT_MODEL = "7net-0"
+
+
+@dataclass
+class PotentialDirectory:
+    """A loaded potential directory."""
+
+    path: Path
+    manifest: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PotentialDirectory":
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(f"{path}: no such potential directory (expected a directory with {MANIFEST} and {PAIR_FILE})")
+        for name in (MANIFEST, PAIR_FILE):
+            if not (path / name).is_file():
+                raise InputError(f"{path} is not a potential directory: {name} is missing")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path / MANIFEST}: not valid JSON ({exc})") from exc
+        for key in ("elements", "units"):
+            if key not in manifest:
+                raise InputError(f"{path / MANIFEST}: the field '{key}' is missing")
+        if manifest["units"] != "metal":
+            raise InputError(f"{path / MANIFEST}: units is '{manifest['units']}', expected 'metal'")
+        return cls(path=path.resolve(), manifest=manifest)
+
+    @property
+    def pair_file(self) -> Path:
+        return self.path / PAIR_FILE
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.manifest["elements"])
+
+    @property
+    def atom_style(self) -> str:
+        return self.manifest.get("atom_style", "atomic")
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.path.name)
+
+
+# --------------------------------------------------------------------------------------------- deploy
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _refuse_download(path: str, url: str) -> str:
+    raise ModelError(
+        f"the pretrained checkpoint {os.path.basename(path)} is not shipped in the installed sevenn wheel and "
+        "nlmd never downloads models: download it yourself and pass the .pth file"
+    )
+
+
+def resolve_checkpoint(model: str | Path) -> tuple[Path, str | None]:
+    """Return (checkpoint path, pretrained name or None) for a .pth path or a pretrained name."""
+    import sevenn.util
+
+    path = Path(model)
+    if path.exists():
+        if not path.is_file():
+            raise InputError(f"{path} is a directory; expected a SevenNet checkpoint file (.pth) or a pretrained name")
+        return path.resolve(), None
+    if path.suffix in (".pth", ".pt") or os.sep in str(model):
+        raise InputError(f"{model}: no such checkpoint file")
+    original = sevenn.util.download_checkpoint
+    sevenn.util.download_checkpoint = _refuse_download  # the wheel's own lookup, minus its download fallback
+    try:
+        found = sevenn.util.pretrained_name_to_path(str(model))
+    except ValueError:
+        names = ", ".join(sevenn.util.get_available_pretrained_models())
+        raise InputError(
+            f"'{model}' is neither a checkpoint file nor a pretrained SevenNet name (known names: {names})"
+        ) from None
+    except FileNotFoundError as exc:
+        raise ModelError(f"the pretrained model '{model}' is not shipped in the installed sevenn wheel ({exc})") from None
+    finally:
+        sevenn.util.download_checkpoint = original
+    return Path(found).resolve(), str(model)
+
+
+def load_checkpoint(path: Path):
+    """Load a SevenNet checkpoint, turning any failure into one sentence."""
+    import sevenn.util
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cp = sevenn.util.load_checkpoint(path)
+            config = cp.config
+    except Exception as exc:  # torch.load raises many types for a file that is not a checkpoint
+        raise ModelError(f"{path} is not a SevenNet checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+    needed = ("_type_map", "cutoff", "num_convolution_layer")
+    missing = [k for k in needed if k not in config]
+    if missing or not cp.model_state_dict:
+        raise ModelError(f"{path} is not a SevenNet checkpoint: its config lacks {', '.join(missing) or 'a model state'}")
+    return cp
+
+
+def model_species(config: dict) -> list[str]:
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[z] for z in config["_type_map"]]
+
+
+def probe_structure(species: list[str], seed: int = 7):
+    """A small structure with displaced atoms to verify a deployment: rocksalt of two of the model's
+    elements (Sr and O when the model has them), or fcc of its only element."""
+    from ase.build import bulk
+
+    if "Sr" in species and "O" in species:
+        pair = ("Sr", "O")
+    elif len(species) >= 2:
+        pair = (species[0], species[1])
+    else:
+        pair = (species[0],)
+    if len(pair) == 2:
+        atoms = bulk(f"{pair[0]}{pair[1]}", "rocksalt", a=5.2, cubic=True).repeat((2, 2, 2))
+    else:
+        atoms = bulk(pair[0], "fcc", a=4.0, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.15, seed=seed)
+    return atoms
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    import nlmd
+
+    out = {"nlmd": nlmd.__version__}
+    for pkg in ("sevenn", "torch", "lammps"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:  # pragma: no cover - all are dependencies
+            out[pkg] = "unknown"
+    return out
+
+
+@contextmanager
+def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary directory beside ``out`` that replaces it on success and vanishes on failure."""
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def pair_lines(manifest: dict) -> str:
+    style = manifest["pair_style"]
+    head = (
+        f"# nlmd potential directory '{manifest['name']}': SevenNet model, {len(manifest['elements'])} elements,\n"
+        f"# cutoff {manifest['cutoff']} A, {manifest['num_layers']} message-passing layers (deployed {manifest['provenance']['date']}).\n"
+        "# Include after the atoms exist; the including input defines ${potential} (this directory)\n"
+        "# and ${elements} (element symbols in atom-type order), see docs/contracts.md.\n"
+    )
+    if style == "e3gnn/parallel":
+        body = f"pair_style e3gnn/parallel\npair_coeff * * {manifest['num_layers']} ${{potential}}/{PARALLEL_DIR} ${{elements}}\n"
+    else:
+        body = f"pair_style e3gnn\npair_coeff * * ${{potential}}/{SERIAL_FILE} ${{elements}}\n"
+    return head + body
+
+
+def deploy(
+    model: str | Path = DEFAULT_MODEL,
+    out: str | Path | None = None,
+    *,
+    parallel: bool = True,
+    force: bool = False,
+    verify: bool = True,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Deploy a SevenNet checkpoint (path or pretrained name) into a verified potential directory."""
+    checkpoint, pretrained = resolve_checkpoint(model)
+    cp = load_checkpoint(checkpoint)
+    config = cp.config
+    name = pretrained or checkpoint.stem
+    out = Path(out) if out is not None else Path("potentials") / name
+    species = model_species(config)
+    if config.get("modal_map"):
+        raise ModelError(f"{checkpoint} is a multi-fidelity model (modalities {list(config['modal_map'])}); "
+                         "nlmd deploy supports single-modality checkpoints only")
+
+    from sevenn.scripts.deploy import deploy as sevenn_deploy
+    from sevenn.scripts.deploy import deploy_parallel as sevenn_deploy_parallel
+
+    with _staging_dir(out, force) as tmp:
+        echo(f"deploying {checkpoint} ({len(species)} elements, cutoff {config['cutoff']} A, "
+             f"{config['num_convolution_layer']} layers) -> {out}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sevenn_deploy(str(checkpoint), str(tmp / SERIAL_FILE))
+            comm_size = None
+            if parallel:
+                sevenn_deploy_parallel(str(checkpoint), str(tmp / PARALLEL_DIR))
+        files = [SERIAL_FILE]
+        if parallel:
+            files += sorted(f"{PARALLEL_DIR}/{p.name}" for p in (tmp / PARALLEL_DIR).iterdir())
+            comm_size = _read_extra(tmp / PARALLEL_DIR / "deployed_parallel_0.pt", "comm_size")
+        manifest = {
+            "name": name,
+            "kind": "sevenn",
+            "elements": species,
+            "units": "metal",
+            "atom_style": "atomic",
+            "cutoff": float(config["cutoff"]),
+            "num_layers": int(config["num_convolution_layer"]),
+            "dtype": str(config.get("dtype", "single")),
+            "pair_style": "e3gnn",
+            "files": files,
+            "parallel": {"dir": PARALLEL_DIR, "comm_size": int(comm_size), "pair_style": "e3gnn/parallel"}
+            if parallel
+            else None,
+            "provenance": {
+                "checkpoint": str(checkpoint),
+                "checkpoint_sha256": sha256(checkpoint),
+                "pretrained_name": pretrained,
+                **{f"{k}_version": v for k, v in _versions().items()},
+                "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            },
+        }
+        (tmp / PAIR_FILE).write_text(pair_lines(manifest))
+        _write_json(tmp / MANIFEST, manifest)
+        if verify:
+            manifest["verification"] = verify_deployment(tmp, checkpoint, species, echo=echo)
+            _write_json(tmp / MANIFEST, manifest)
+    echo(f"wrote {out}")
+    return out
+
+
+def _read_extra(path: Path, key: str) -> str:
+    import torch
+
+    extra = {key: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return extra[key]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def verify_deployment(directory: Path, checkpoint: Path, species: list[str], *,
+                      echo: Callable[[str], None] = print, tol: float = VERIFY_FORCE_TOL) -> dict:
+    """Energy and forces of a probe structure through LAMMPS (the deployed file) and through
+    SevenNetCalculator (the checkpoint); raise ModelError when forces differ by more than ``tol``."""
+    from nlmd.evaluate import LammpsEvaluator
+
+    atoms = probe_structure(species)
+    elements = sorted(set(atoms.get_chemical_symbols()), key=species.index)
+    with LammpsEvaluator(directory, elements) as ev:
+        lmp = ev.evaluate(atoms)
+    ref_e, ref_f = _sevenn_reference(checkpoint, atoms)
+    df = float(np.max(np.abs(lmp.forces - ref_f)))
+    de = abs(lmp.energy - ref_e) / len(atoms)
+    echo(f"verified on {atoms.get_chemical_formula()} (displaced): largest force difference "
+         f"LAMMPS vs SevenNetCalculator {df:.2e} eV/A, energy difference {de:.2e} eV/atom")
+    if not df <= tol:
+        raise ModelError(
+            f"verification failed for {checkpoint}: LAMMPS and SevenNetCalculator forces differ by {df:.3e} eV/A "
+            f"(tolerance {tol:g}); nothing was written"
+        )
+    return {"probe": atoms.get_chemical_formula(), "max_force_diff": df, "energy_diff_per_atom": de,
+            "tolerance": tol}
+
+
+def _sevenn_reference(checkpoint: Path, atoms):
+    from sevenn.calculator import SevenNetCalculator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calc = SevenNetCalculator(str(checkpoint), device="cpu")
+        atoms = atoms.copy()
+        atoms.calc = calc
+        return float(atoms.get_potential_energy()), atoms.get_forces()
