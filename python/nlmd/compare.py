@@ -185,9 +185,10 @@ def _resolve_fixed_core(model, ref):
 class _ErrorHistogram:
     """Counts of signed force-component errors on fixed-width bins, accumulated block by block.
 
-    The bin width is fixed by the first block with a non-zero error (1/40 of its largest error, rounded
-    to 1, 2 or 5 × 10^k); bins grow as needed up to ``max_bins`` each side, beyond which errors are
-    counted in the outermost bins. Memory is bounded; counts are exact.
+    The bin width is fixed by the first block with a non-zero error (a tenth of its RMS error, rounded
+    down to 1, 2 or 5 × 10^k); bins grow as needed up to ``max_bins`` each side (400 RMS by default),
+    beyond which errors are counted in the outermost bins (``clipped`` says how many). Memory is
+    bounded; counts are exact.
     """
 
     def __init__(self, max_bins: int = 4000) -> None:
@@ -200,11 +201,11 @@ class _ErrorHistogram:
     def add(self, err: np.ndarray) -> None:
         err = err.reshape(-1)
         if self.width is None:
-            big = float(np.abs(err).max(initial=0.0))
-            if big == 0.0:
+            rms = math.sqrt(float(np.dot(err, err)) / max(1, err.size))
+            if rms == 0.0:
                 self.zeros += err.size
                 return
-            raw = big / 40.0
+            raw = rms / 10.0
             exp = math.floor(math.log10(raw))
             mant = raw / 10**exp
             self.width = (1.0 if mant < 2 else 2.0 if mant < 5 else 5.0) * 10**exp
@@ -559,9 +560,9 @@ def _energy_metrics(model, ref, im, ir, n_atoms, shift):
 def _parity_selection(n_frames: int, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
     """Matched-frame positions and atom rows kept for the parity plot (at most PARITY_POINTS components)."""
     per_frame = 3 * n_atoms
-    if per_frame >= PARITY_POINTS:
-        stride = -(-per_frame // PARITY_POINTS)
-        return np.array([0], np.int64), np.arange(0, n_atoms, stride)
+    if per_frame > PARITY_POINTS:
+        rows = np.unique(np.linspace(0, n_atoms - 1, PARITY_POINTS // 3).round().astype(np.int64))
+        return np.array([0], np.int64), rows
     k = min(n_frames, max(1, PARITY_POINTS // per_frame))
     frames = np.unique(np.linspace(0, n_frames - 1, k).round().astype(np.int64))
     return frames, np.arange(n_atoms)
