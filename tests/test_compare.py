@@ -339,8 +339,28 @@ def test_fixed_cores_must_agree(tmp_path, ref_data):
     model = write(tmp_path / "model.h5", positions=pos, forces=forces, fixed_core=other)
     with pytest.raises(DataMismatchError, match="different centre atoms"):
         compare.compare_files(model, ref)
-    model = write(tmp_path / "model.h5", positions=pos, forces=forces, fixed_core=FIXED)
-    assert compare.compare_files(model, ref)["center"]["id"] == FIXED.center_id
+    other = FixedCore(center_id=FIXED.center_id, rfix=3.68, core_ids=IDS[CORE_ROWS[:-1]])
+    model = write(tmp_path / "model.h5", positions=pos, forces=forces, fixed_core=other)
+    with pytest.raises(DataMismatchError, match="different fixed cores"):
+        compare.compare_files(model, ref)
+    # R_fix may differ (nlmd import gives a lower bound): the model's is reported
+    model = write(tmp_path / "model.h5", positions=pos, forces=forces,
+                  fixed_core=FixedCore(center_id=FIXED.center_id, rfix=3.9, core_ids=FIXED.core_ids))
+    rep = compare.compare_files(model, ref)
+    assert rep["center"]["id"] == FIXED.center_id and rep["rfix"] == pytest.approx(3.9)
+
+
+def test_files_without_times(tmp_path, ref_data, ref_file):
+    # nlmd import writes NaN times when the DFT file carries no time step
+    pos, forces, pe = ref_data
+    model = write(tmp_path / "model.h5", positions=pos, forces=forces, pe=pe, times=[float("nan")] * T,
+                  fixed_core=FIXED)
+    with pytest.raises(InputError, match="no time"):
+        compare.compare_files(model, ref_file, by="time")
+    rep = compare.compare_files(model, ref_file, plot_dir=tmp_path / "fig")
+    assert rep["frames"]["first_time"] is None and rep["frames"]["last_time"] is None
+    json.dumps(rep, allow_nan=False)
+    assert "t = " not in compare.format_report(rep)
 
 
 def test_non_finite_forces(tmp_path, ref_data, ref_file):

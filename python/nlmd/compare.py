@@ -37,8 +37,10 @@ __all__ = [
 
 #: Version of the JSON report layout (bump when keys change meaning).
 REPORT_VERSION = 1
-#: Atom-frames per block of the one pass (each (B, N, 3) float64 array is 24 bytes per atom-frame).
-BLOCK_ATOM_FRAMES = 1 << 16
+#: Atom-frames per block read (each (B, N, 3) float64 array is 24 bytes per atom-frame: 3 MB).
+BLOCK_ATOM_FRAMES = 1 << 17
+#: Atom-frames per sub-block reduced at once (arrays that stay in the CPU cache).
+SUB_ATOM_FRAMES = 1 << 13
 #: Most force components kept for the parity plot (chosen deterministically, evenly over frames).
 PARITY_POINTS = 200_000
 #: Default tolerance (ps) for matching frames by time.
@@ -125,22 +127,34 @@ def _check_unit(reader, key: str, label: str) -> str:
     return canonical
 
 
-def _read_rows(reader, series: str, idx: np.ndarray) -> np.ndarray:
-    """Frames ``idx`` of one series, with one read per run of consecutive frames.
+class _RowPlan:
+    """How to read frames ``idx`` of one file: one read per block, one per run of frames if sparse.
 
     A span at most twice as long as ``idx`` is read at once and subsampled; sparser indices (a model
-    file with every MD step against DFT every 20 steps) are read run by run.
+    file with every MD step against DFT every 20 steps) are read run by run of consecutive frames.
     """
-    # TODO(h5md): a reader.read(series, index=idx) (h5py fancy/strided selection) would replace this.
-    if idx.size > 1 and not np.all(np.diff(idx) > 0):
-        uniq, inverse = np.unique(idx, return_inverse=True)
-        return _read_rows(reader, series, uniq)[inverse]
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
-    if hi - lo <= 2 * idx.size:
-        arr = reader.read(series, lo, hi)
-        return arr if hi - lo == idx.size else arr[idx - lo]
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    return np.concatenate([reader.read(series, int(r[0]), int(r[-1]) + 1) for r in np.split(idx, breaks)])
+
+    # TODO(h5md): a reader.read(series, index=idx) (h5py point/strided selection) would replace this.
+    def __init__(self, idx: np.ndarray) -> None:
+        idx = np.asarray(idx, dtype=np.int64)
+        self.inverse = None
+        if idx.size > 1 and not np.all(idx[1:] > idx[:-1]):
+            idx, self.inverse = np.unique(idx, return_inverse=True)
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        self.span = (lo, hi) if hi - lo <= 2 * idx.size else None
+        self.take = None if self.span is None or hi - lo == idx.size else idx - lo
+        if self.span is None:
+            breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+            self.runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, breaks)]
+
+    def read(self, reader, series: str) -> np.ndarray:
+        if self.span is not None:
+            arr = reader.read(series, *self.span)
+            if self.take is not None:
+                arr = arr[self.take]
+        else:
+            arr = np.concatenate([reader.read(series, a, b) for a, b in self.runs])
+        return arr if self.inverse is None else arr[self.inverse]
 
 
 def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> np.ndarray:
@@ -162,16 +176,16 @@ def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) ->
 
 
 def _resolve_fixed_core(model, ref):
-    """The fixed core described by either file; DataMismatchError if both describe different ones."""
+    """The fixed core described by either file; DataMismatchError if both name different atoms.
+
+    The centre id and the core ids must agree when both files have a core. R_fix may differ (``nlmd
+    import`` derives a lower bound from the fixed atoms): the model file's value is used when it has one.
+    """
     fm, fr = model.fixed_core, ref.fixed_core
     if fm is not None and fr is not None:
         if fm.center_id != fr.center_id:
             raise DataMismatchError(
                 f"{model.path} and {ref.path} name different centre atoms (id {fm.center_id} and id {fr.center_id})"
-            )
-        if abs(fm.rfix - fr.rfix) > 1e-6:
-            raise DataMismatchError(
-                f"{model.path} and {ref.path} give different R_fix ({fm.rfix:g} and {fr.rfix:g} Angstrom)"
             )
         if not np.array_equal(fm.core_ids, fr.core_ids):
             diff = np.setxor1d(fm.core_ids, fr.core_ids)
@@ -180,6 +194,11 @@ def _resolve_fixed_core(model, ref):
                 f"({fm.core_ids.size} and {fr.core_ids.size} atoms; first differing id {int(diff[0])})"
             )
     return fm if fm is not None else fr
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 class _ErrorHistogram:
@@ -298,6 +317,11 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
 
     # --- matching
     keys = (model.steps, ref.steps) if by == "step" else (model.times, ref.times)
+    if by == "time":
+        for r, k in ((model, model.times), (ref, ref.times)):
+            if not np.all(np.isfinite(k)):
+                raise InputError(f"{r.path}: some frames have no time (NaN), so frames cannot be matched by time; "
+                                 "match by step, or import with --dt")
     im, ir = match_frames(*keys, by=by, time_tol=time_tol, names=(mname, rname))
     if im.size == 0:
         k = "steps" if by == "step" else "times (ps)"
@@ -330,9 +354,9 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
 
     periodic = np.array([b == "periodic" for b in ref.boundary], dtype=bool)
 
-    # --- the one pass
-    sq_atom = np.zeros(n_atoms)  # sum over frames and components of (F_model - F_ref)^2
-    abs_atom = np.zeros(n_atoms)  # sum over frames and components of |F_model - F_ref|
+    # --- the one pass: blocks of frames are read, then reduced in cache-sized sub-blocks
+    sq3 = np.zeros(3 * n_atoms)  # per force component: sum over frames of (F_model - F_ref)^2
+    ab3 = np.zeros(3 * n_atoms)  # per force component: sum over frames of |F_model - F_ref|
     center_norm = 0.0
     center_ref_sq = 0.0
     center_model_sq = 0.0
@@ -346,31 +370,33 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
 
     if block_frames is None:
         block_frames = max(1, BLOCK_ATOM_FRAMES // n_atoms)
+    sub = max(1, SUB_ATOM_FRAMES // n_atoms)
     comp_tol = position_tol / math.sqrt(3.0)
     for p0 in range(0, n_match, block_frames):
         p1 = min(p0 + block_frames, n_match)
-        bm, br = im[p0:p1], ir[p0:p1]
-        steps = ref.steps[br]
-        for series, base in (("id", ids), ("species", species)):
-            am, ar = _read_rows(model, series, bm), _read_rows(ref, series, br)
-            _check_constant(model, ref, series, am, ar, ids, species, steps)
+        plan_m, plan_r = _RowPlan(im[p0:p1]), _RowPlan(ir[p0:p1])
+        steps = ref.steps[ir[p0:p1]]
+        for series in ("id", "species"):
+            _check_constant(model, ref, series, plan_m.read(model, series), plan_r.read(ref, series),
+                            ids, species, steps)
 
-        boxm, boxr = _read_rows(model, "box", bm), _read_rows(ref, "box", br)
+        boxm, boxr = plan_m.read(model, "box"), plan_r.read(ref, "box")
         dbox = np.abs(boxm - boxr).max(axis=(1, 2))
-        if np.any(dbox > position_tol):
-            j = int(np.argmax(dbox > position_tol))
+        if not np.all(dbox <= position_tol):
+            j = int(np.argmax(~(dbox <= position_tol)))
             raise DataMismatchError(
                 f"{both} have different cells at step {int(steps[j])}: cell vectors differ by up to "
                 f"{dbox[j]:.3g} Angstrom (tolerance {position_tol:g})"
             )
-        d = _read_rows(model, "position", bm)
-        d -= _read_rows(ref, "position", br)
-        if np.abs(d).max() > comp_tol:
+        d = plan_m.read(model, "position")
+        np.subtract(d, plan_r.read(ref, "position"), out=d)
+        if not (d.max() <= comp_tol and -d.min() <= comp_tol):  # else every |d| <= position_tol
             dev = _minimum_image_norm(d, boxr, periodic)
             worst = dev.max(axis=1)
-            if np.any(worst > position_tol):
-                j = int(np.argmax(worst > position_tol))
-                a = int(np.argmax(dev[j]))
+            bad = ~(worst <= position_tol)  # NaN counts as bad
+            if bad.any():
+                j = int(np.argmax(bad))
+                a = int(np.nanargmax(dev[j])) if np.isfinite(dev[j]).any() else 0
                 raise DataMismatchError(
                     f"{both} have different positions at step {int(steps[j])} (the first such frame): "
                     f"atom id {int(ids[a])} differs by {worst[j]:.3g} Angstrom, the largest in that frame "
@@ -378,8 +404,9 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
                 )
         del d
 
-        fm = _read_rows(model, "force", bm)
-        fr = _read_rows(ref, "force", br)
+        fm = plan_m.read(model, "force")
+        fr = plan_r.read(ref, "force")
+        b = fm.shape[0]
         if center_row is not None:
             cm, cr = fm[:, center_row].copy(), fr[:, center_row].copy()
             dc = cm - cr
@@ -394,18 +421,21 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
             if sel.size:
                 parity_m.append(fm[sel][:, parity_atoms].reshape(-1, 3))
                 parity_r.append(fr[sel][:, parity_atoms].reshape(-1, 3))
-        b = fm.shape[0]
-        fm -= fr  # fm is now the error
-        del fr
-        if want_plots:
-            hist.add(fm)
-        sq = np.square(fm).reshape(b, -1).sum(axis=0).reshape(n_atoms, 3).sum(axis=1)
-        if not np.isfinite(sq.sum()):
-            _raise_not_finite(model, ref, bm, br, steps)
-        sq_atom += sq
-        np.abs(fm, out=fm)
-        abs_atom += fm.reshape(b, -1).sum(axis=0).reshape(n_atoms, 3).sum(axis=1)
-        del fm
+        fm2, fr2 = fm.reshape(b, -1), fr.reshape(b, -1)
+        for s0 in range(0, b, sub):
+            err = fm2[s0 : s0 + sub]  # becomes F_model - F_ref in place
+            np.subtract(err, fr2[s0 : s0 + sub], out=err)
+            part = np.einsum("bk,bk->k", err, err)
+            if not math.isfinite(float(part.sum())):
+                _raise_not_finite(model, ref, fm, fr, steps)
+            sq3 += part
+            if want_plots:
+                hist.add(err)
+            np.abs(err, out=err)
+            ab3 += np.add.reduce(err, axis=0)
+        del fm, fr, fm2, fr2
+    sq_atom = sq3.reshape(n_atoms, 3).sum(axis=1)
+    abs_atom = ab3.reshape(n_atoms, 3).sum(axis=1)
 
     # --- force metrics
     def group(mask: np.ndarray | None) -> dict[str, Any] | None:
@@ -447,8 +477,8 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
             "reference_total": int(ref.n_frames),
             "first_step": int(ref.steps[ir].min()),
             "last_step": int(ref.steps[ir].max()),
-            "first_time": float(mtimes.min()),
-            "last_time": float(mtimes.max()),
+            "first_time": _finite_or_none(np.nanmin(mtimes)) if np.isfinite(mtimes).any() else None,
+            "last_time": _finite_or_none(np.nanmax(mtimes)) if np.isfinite(mtimes).any() else None,
         },
         "units": units,
         "position_tol": position_tol,
@@ -469,10 +499,12 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
         plot_dir.mkdir(parents=True, exist_ok=True)
         figures = {}
         if center_row is not None:
+            timed = bool(np.all(np.isfinite(mtimes)))
             figures["center_force"] = str(
                 plots.plot_center_force(
-                    plot_dir / "center_force.png", mtimes, np.concatenate(trace_m), np.concatenate(trace_r),
-                    center_id=fixed.center_id, rfix=fixed.rfix,
+                    plot_dir / "center_force.png", mtimes if timed else ref.steps[ir],
+                    np.concatenate(trace_m), np.concatenate(trace_r),
+                    center_id=fixed.center_id, rfix=fixed.rfix, xlabel="time (ps)" if timed else "step",
                 )
             )
         pm = np.concatenate(parity_m) if parity_m else np.zeros((0, 3))
@@ -523,9 +555,9 @@ def _check_constant(model, ref, series, am, ar, ids, species, steps) -> None:
     )
 
 
-def _raise_not_finite(model, ref, bm, br, steps) -> None:
-    for r, idx in ((model, bm), (ref, br)):
-        f = _read_rows(r, "force", idx)
+def _raise_not_finite(model, ref, fm, fr, steps) -> None:
+    """InputError naming the file and step whose forces are NaN or infinite (``fm`` may be modified)."""
+    for r, f in ((model, fm), (ref, fr)):
         bad = ~np.isfinite(f).all(axis=(1, 2))
         if bad.any():
             j = int(np.argmax(bad))
@@ -714,8 +746,9 @@ def format_report(rep: dict[str, Any]) -> str:
         f"model:     {rep['model']}",
         f"reference: {rep['reference']}",
         f"matched {rep['n_frames']} of {fr['reference_total']} reference frames by {rep['by']} "
-        f"(model holds {fr['model_total']}; steps {fr['first_step']}..{fr['last_step']}, "
-        f"t = {fr['first_time']:.4g}..{fr['last_time']:.4g} ps), {rep['n_atoms']} atoms"
+        f"(model holds {fr['model_total']}; steps {fr['first_step']}..{fr['last_step']}"
+        + (f", t = {fr['first_time']:.4g}..{fr['last_time']:.4g} ps" if fr["first_time"] is not None else "")
+        + f"), {rep['n_atoms']} atoms"
         + (f", R_fix = {rep['rfix']:.3f} Angstrom" if rep["rfix"] is not None else ""),
         "",
         f"{'forces (eV/Angstrom)':<24}{'RMSE':>10}{'MAE':>10}{'atoms':>8}",

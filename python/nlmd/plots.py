@@ -45,8 +45,12 @@ def plot_center_force(
     *,
     center_id: int,
     rfix: float | None = None,
+    xlabel: str = "time (ps)",
 ) -> Path:
-    """|F_center| of model and reference against time (ps), and |F_model - F_ref| below (Fig. 5b)."""
+    """|F_center| of model and reference against time, and |F_model - F_ref| below (Fig. 5b).
+
+    ``times`` may be steps instead (files without times); say so with ``xlabel``.
+    """
     times = np.asarray(times, dtype=float)
     nm = np.linalg.norm(f_model, axis=1)
     nr = np.linalg.norm(f_ref, axis=1)
@@ -66,7 +70,7 @@ def plot_center_force(
     top.set_ylim(bottom=0)
     bottom.plot(times, err, "-", color=_ERR, lw=1.0)
     bottom.set_ylabel(r"$|F_\mathrm{model}-F_\mathrm{ref}|$", fontsize=9)
-    bottom.set_xlabel("time (ps)")
+    bottom.set_xlabel(xlabel)
     bottom.set_ylim(bottom=0)
     return _save(fig, path)
 
