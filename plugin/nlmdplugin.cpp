@@ -3,12 +3,18 @@
 #include "lammpsplugin_abi.h"
 
 #include "pair_e3gnn_checked.h"
+#include "pair_e3gnn_parallel.h"
 
 using namespace LAMMPS_NS;
 
 static Pair *e3gnn_creator(LAMMPS *lmp)
 {
   return new PairE3GNNChecked(lmp);
+}
+
+static Pair *e3gnn_parallel_creator(LAMMPS *lmp)
+{
+  return new PairE3GNNParallel(lmp);
 }
 
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
@@ -23,5 +29,12 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "nlmd developers; SevenNet pair style by Yutack Park (SNU)";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &e3gnn_creator;
   plugin.handle = handle;
+  (*register_plugin)(&plugin, lmp);
+
+  plugin.name = "e3gnn/parallel";
+  plugin.info = "e3gnn/parallel: SevenNet parallel deployment on many MPI ranks, layer-wise ghost exchange "
+                "(nlmd plugin)";
+  plugin.author = "nlmd developers";
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &e3gnn_parallel_creator;
   (*register_plugin)(&plugin, lmp);
 }
