@@ -18,7 +18,8 @@ Conventions (also in docs/trajectory-file.md):
   says which ("free_energy" | "energy"; "none" when the frames carry no energy at all);
 - fully fixed atoms (ASE ``FixAtoms``, VASP selective dynamics ``F F F``) become the file's
   :class:`~nlmd.h5md.FixedCore`: ``core_ids`` are their ids; ``center_id`` is the fixed atom nearest
-  to the centroid of the fixed atoms (minimum image); ``rfix`` is the largest distance from the centre
+  to the centroid of the fixed atoms, the centroid taken over the minimum images seen from that atom
+  (so a core wrapped around the periodic boundary works); ``rfix`` is the largest distance from the centre
   to a fixed atom, a *lower bound* of the R_fix the core was cut with. ``info["center_id"]`` (1-based)
   and ``info["rfix"]`` in the file override the two;
 - the output is written to a temporary file in the same directory and renamed at the end, so an error
@@ -177,10 +178,14 @@ def fixed_core_of(atoms, path: Path | str = "<atoms>") -> FixedCore | None:
     ids = idx + 1
     pos = atoms.positions[idx]
     cell, pbc = atoms.cell, atoms.pbc
-    # centroid of the fixed atoms, unwrapped around the first one (minimum image)
-    rel, _ = find_mic(pos - pos[0], cell, pbc)
-    centroid = pos[0] + rel.mean(axis=0)
-    _, d_centroid = find_mic(pos - centroid, cell, pbc)
+    # The core may wrap around the periodic boundary and span more than half the box (R_fix = 5.8 in a
+    # 13.6 Angstrom cell), so no single unwrapping is right for every atom. Seen from the true centre,
+    # though, every fixed atom is its own minimum image (R_fix < L/2). So: for each fixed atom c, the
+    # centroid of the fixed atoms as seen from c (minimum image vectors from c); the centre is the atom
+    # nearest to the centroid it sees, ties to the lowest id.
+    m = len(idx)
+    vec, _ = find_mic((pos[None, :, :] - pos[:, None, :]).reshape(-1, 3), cell, pbc)
+    offset = np.linalg.norm(vec.reshape(m, m, 3).mean(axis=1), axis=1)
     explicit_center = _info_value(atoms, CENTER_KEYS)
     if explicit_center is not None:
         center_id = int(explicit_center)
@@ -190,7 +195,7 @@ def fixed_core_of(atoms, path: Path | str = "<atoms>") -> FixedCore | None:
                 f"(ids {ids.min()}..{ids.max()})"
             )
     else:
-        center_id = int(ids[int(np.argmin(d_centroid))])
+        center_id = int(ids[int(np.argmin(np.round(offset, 9)))])
     center = atoms.positions[center_id - 1]
     _, d_center = find_mic(pos - center, cell, pbc)
     explicit_rfix = _info_value(atoms, RFIX_KEYS)
@@ -312,21 +317,6 @@ def import_files(
         )
     dt = dt_file if dt_file is not None else dt_fs
 
-    # the fixed core, from the first file with fully fixed atoms; others must agree
-    core: FixedCore | None = None
-    core_file: Path | None = None
-    for ff in read:
-        c = fixed_core_of(ff.images[0], ff.path)
-        if c is None:
-            continue
-        if core is None:
-            core, core_file = c, ff.path
-        elif not np.array_equal(c.core_ids, core.core_ids):
-            raise InputError(
-                f"{ff.path}: frame {ff.indices[0]}: fixed atoms differ from those of {core_file} "
-                f"({c.core_ids.size} vs {core.core_ids.size} atoms)"
-            )
-
     # forces, energies, species and atom counts of every frame
     checked: list[tuple[_FileFrames, int, Any, np.ndarray]] = []
     have_free, have_energy = True, True
@@ -356,6 +346,22 @@ def import_files(
             have_free = have_free and _energy(atoms, True) is not None
             have_energy = have_energy and _energy(atoms, False) is not None
             checked.append((ff, i, atoms, forces))
+
+    # the fixed core, from the first file with fully fixed atoms; others must agree
+    core: FixedCore | None = None
+    core_file: Path | None = None
+    for ff in read:
+        c = fixed_core_of(ff.images[0], ff.path)
+        if c is None:
+            continue
+        if core is None:
+            core, core_file = c, ff.path
+        elif not np.array_equal(c.core_ids, core.core_ids):
+            raise InputError(
+                f"{ff.path}: frame {ff.indices[0]}: fixed atoms differ from those of {core_file} "
+                f"({c.core_ids.size} vs {core.core_ids.size} atoms)"
+            )
+
     energy_kind = "free_energy" if have_free else ("energy" if have_energy else "none")
     if not have_energy and any(_energy(a, False) is not None for _, _, a, _ in checked):
         ff, i, _, _ = next(c for c in checked if _energy(c[2], False) is None)
