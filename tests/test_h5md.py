@@ -402,3 +402,17 @@ def test_mdanalysis_reads_the_file(tmp_path):
     assert factor == pytest.approx(96.485, rel=1e-4)
     np.testing.assert_allclose(u.trajectory.ts.forces, frames[2].forces * factor, rtol=1e-5, atol=1e-4)
     u.trajectory.close()
+
+
+def test_to_atoms(tmp_path):
+    from ase.units import fs as ase_fs
+
+    frame = make_frame(3)
+    atoms = h5md.to_atoms(frame, boundary=("periodic", "periodic", "none"))
+    np.testing.assert_array_equal(atoms.numbers, frame.species)
+    np.testing.assert_array_equal(atoms.positions, frame.positions)
+    np.testing.assert_array_equal(atoms.get_forces(), frame.forces)
+    np.testing.assert_allclose(atoms.get_velocities() * ase_fs * 1000, frame.velocities)
+    assert atoms.get_potential_energy() == frame.observables["potential_energy"]
+    assert list(atoms.pbc) == [True, True, False] and atoms.info["step"] == 30
+    np.testing.assert_array_equal(atoms.get_array("id"), frame.ids)

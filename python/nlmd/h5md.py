@@ -45,6 +45,7 @@ __all__ = [
     "TrajectoryWriter",
     "TrajectoryReader",
     "open_mdanalysis",
+    "to_atoms",
     "SERIES",
     "OBSERVABLE_UNITS",
 ]
@@ -727,8 +728,38 @@ class TrajectoryReader:
 
 
 # --------------------------------------------------------------------------------------------------
-# MDAnalysis
+# ASE and MDAnalysis
 # --------------------------------------------------------------------------------------------------
+
+
+def to_atoms(frame: Frame, boundary: Sequence[str] = ("periodic", "periodic", "periodic")):
+    """An :class:`ase.Atoms` for one frame, forces and energy on a SinglePointCalculator.
+
+    Velocities are converted from Angstrom/ps to ASE units; the atom ids go to the ``"id"`` array;
+    ``observables`` go to ``atoms.info`` (``potential_energy`` also becomes the calculator's energy).
+    """
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.units import fs as ase_fs
+
+    atoms = Atoms(
+        numbers=frame.species, positions=frame.positions, cell=frame.box,
+        pbc=[b == "periodic" for b in boundary],
+    )
+    atoms.set_array("id", np.asarray(frame.ids, dtype=np.int64))
+    if frame.velocities is not None:
+        atoms.set_velocities(np.asarray(frame.velocities) / (ase_fs * 1000.0))
+    atoms.info.update({"step": frame.step, "time_ps": frame.time, **frame.observables})
+    results: dict[str, Any] = {}
+    if frame.forces is not None:
+        results["forces"] = np.asarray(frame.forces)
+    if "potential_energy" in frame.observables:
+        results["energy"] = float(frame.observables["potential_energy"])
+    if frame.energies is not None:
+        results["energies"] = np.asarray(frame.energies)
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
 
 
 def register_mdanalysis_units() -> None:
