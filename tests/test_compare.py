@@ -514,3 +514,10 @@ def test_reader_sees_what_compare_checks(ref_file):
     with TrajectoryReader(ref_file) as r:
         assert r.units["force"] == "eV Angstrom-1" and r.units["position"] == "Angstrom"
         assert r.boundary == ("periodic",) * 3
+
+
+def test_element_symbols_match_ase():
+    from ase.data import chemical_symbols
+
+    assert compare._SYMBOLS == list(chemical_symbols)
+    assert compare._symbol(38) == "Sr" and compare._symbol(200) == "Z200"

@@ -110,10 +110,18 @@ def match_frames(
 # --------------------------------------------------------------------------------------------------
 
 
-def _symbol(z: int) -> str:
-    from ase.data import chemical_symbols
+#: Element symbols by atomic number (as ase.data.chemical_symbols; kept here so compare need not import ase).
+_SYMBOLS = (
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
+    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
+    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf "
+    "Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
+).split()
 
-    return chemical_symbols[int(z)] if 0 < int(z) < len(chemical_symbols) else f"Z{int(z)}"
+
+def _symbol(z: int) -> str:
+    z = int(z)
+    return _SYMBOLS[z] if 0 < z < len(_SYMBOLS) else f"Z{z}"
 
 
 def _check_unit(reader, key: str, label: str) -> str:
@@ -155,6 +163,29 @@ class _RowPlan:
         else:
             arr = np.concatenate([reader.read(series, a, b) for a, b in self.runs])
         return arr if self.inverse is None else arr[self.inverse]
+
+
+#: Bytes of HDF5 metadata (chunk-index B-tree nodes) kept per open file during the pass.
+MDC_BYTES = 1 << 18
+
+
+def _cap_metadata_cache(reader) -> None:
+    """Stop-gap: cap HDF5's metadata cache of the reader's file at :data:`MDC_BYTES`.
+
+    With per-frame chunks a pass touches every node of each dataset's chunk index; HDF5's adaptive
+    metadata cache keeps them (up to 2 MiB of entries per file, several times that in RSS), so the peak
+    memory of a compare grew with the number of frames until that cap. A sequential pass needs only
+    the current path through each index. TODO(h5md): let TrajectoryReader open files this way.
+    """
+    try:
+        fid = reader.file.id
+        cfg = fid.get_mdc_config()
+        cfg.set_initial_size = True
+        cfg.initial_size = cfg.max_size = MDC_BYTES
+        cfg.min_size = min(cfg.min_size, MDC_BYTES // 2)
+        fid.set_mdc_config(cfg)
+    except Exception:  # noqa: BLE001 - only a memory tuning: a reader without it still compares correctly
+        pass
 
 
 def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> np.ndarray:
@@ -286,6 +317,8 @@ def compare_files(
         if not p.is_file():
             raise InputError(f"{p}: no such file")
     with TrajectoryReader(model_path) as model, TrajectoryReader(ref_path) as ref:
+        for r in (model, ref):
+            _cap_metadata_cache(r)
         return _compare_open(
             model, ref, by=by, shift_energy=shift_energy, position_tol=float(position_tol),
             time_tol=float(time_tol), plot_dir=None if plot_dir is None else Path(plot_dir),
