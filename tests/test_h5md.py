@@ -59,6 +59,7 @@ def test_round_trip(tmp_path, optional):
     write(path, frames, flush_every=4)
     with TrajectoryReader(path) as r:
         assert (r.n_frames, r.n_atoms, len(r)) == (T, N, T)
+        assert r.file.id.get_mdc_config().max_size == h5md.READER_METADATA_CACHE_BYTES
         np.testing.assert_array_equal(r.steps, [f.step for f in frames])
         np.testing.assert_array_equal(r.times, [f.time for f in frames])
         np.testing.assert_array_equal(r.ids, frames[0].ids)

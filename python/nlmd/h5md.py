@@ -56,6 +56,9 @@ GROUP = "trajectory"
 STEP_FILL = np.iinfo(np.int64).min
 #: Bytes per block in :meth:`TrajectoryReader.iter_blocks` when no block size is given.
 BLOCK_BYTES = 32 * 1024 * 1024
+#: HDF5 metadata cache per open reader: a sequential pass over per-frame chunks needs only the current
+#: path through each chunk index, and HDF5's adaptive cache would otherwise keep every node it touched.
+READER_METADATA_CACHE_BYTES = 1 << 18
 #: Rows per chunk of the small per-frame datasets (step, time, box, observables).
 _SMALL_CHUNK_ROWS = 256
 
@@ -476,6 +479,16 @@ class TrajectoryWriter:
 # --------------------------------------------------------------------------------------------------
 
 
+def _cap_metadata_cache(f: h5py.File, nbytes: int) -> None:
+    """Limit the HDF5 metadata cache of an open file to ``nbytes``."""
+    fid = f.id
+    cfg = fid.get_mdc_config()
+    cfg.set_initial_size = True
+    cfg.initial_size = cfg.max_size = nbytes
+    cfg.min_size = min(cfg.min_size, nbytes // 2)
+    fid.set_mdc_config(cfg)
+
+
 class TrajectoryReader:
     """Read an H5MD trajectory file written by :class:`TrajectoryWriter` (or any file of the layout).
 
@@ -483,9 +496,14 @@ class TrajectoryReader:
     missing or malformed field. ``n_frames`` is the number of complete frames: the shortest length
     over all datasets, less any trailing frames torn by a crash. ``ids`` and ``species`` are those of
     frame 0. Data are read lazily, per series and per block of frames.
+
+    ``metadata_cache_bytes`` caps HDF5's metadata cache for this file (memory stays flat over long
+    trajectories); None keeps HDF5's default.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, metadata_cache_bytes: int | None = READER_METADATA_CACHE_BYTES
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(f"{self.path}: no such file")
@@ -494,6 +512,8 @@ class TrajectoryReader:
         except OSError as exc:
             raise InputError(f"{self.path}: cannot be opened as an HDF5 file ({exc})") from exc
         try:
+            if metadata_cache_bytes is not None:
+                _cap_metadata_cache(self._file, int(metadata_cache_bytes))
             self._open()
         except BaseException:
             self._file.close()
