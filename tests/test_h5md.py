@@ -417,3 +417,15 @@ def test_to_atoms(tmp_path):
     assert atoms.get_potential_energy() == frame.observables["potential_energy"]
     assert list(atoms.pbc) == [True, True, False] and atoms.info["step"] == 30
     np.testing.assert_array_equal(atoms.get_array("id"), frame.ids)
+
+
+def test_reader_explains_a_file_locked_by_its_writer(tmp_path):
+    path = tmp_path / "t.h5"
+    code = (
+        "import sys\nfrom nlmd.h5md import TrajectoryReader\n"
+        "try:\n    TrajectoryReader(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    with TrajectoryWriter(path, flush_every=1) as w:
+        w.write(make_frame(0))
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert "InputError" in out.stdout and "open for writing by another process" in out.stdout, out.stderr

@@ -510,6 +510,11 @@ class TrajectoryReader:
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
+            if "unable to lock file" in str(exc):
+                raise InputError(
+                    f"{self.path}: is open for writing by another process (HDF5 file lock); read it when "
+                    "the writer has closed it, or read a copy"
+                ) from exc
             raise InputError(f"{self.path}: cannot be opened as an HDF5 file ({exc})") from exc
         try:
             if metadata_cache_bytes is not None:
