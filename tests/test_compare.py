@@ -368,8 +368,13 @@ def test_non_finite_forces(tmp_path, ref_data, ref_file):
     bad = forces.copy()
     bad[3, 0, 0] = np.nan
     model = write(tmp_path / "model.h5", positions=pos, forces=bad)
-    with pytest.raises(InputError, match="forces at step 3 are not finite"):
+    with pytest.raises(InputError, match="forces at step 3 are not finite") as exc:
         compare.compare_files(model, ref_file)
+    assert str(exc.value).startswith(str(model))
+    ref = write(tmp_path / "ref_bad.h5", positions=pos, forces=bad)
+    with pytest.raises(InputError, match="forces at step 3 are not finite") as exc:
+        compare.compare_files(ref_file, ref)  # the NaN is in the second file: named as such
+    assert str(exc.value).startswith(str(ref))
 
 
 # --------------------------------------------------------------------------------------------------

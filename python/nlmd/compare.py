@@ -370,8 +370,7 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
     first = f"step {int(ref.steps[ir[0]])}"
     if model.n_atoms != ref.n_atoms:
         raise DataMismatchError(f"{both} differ in atoms at {first}: {model.n_atoms} atoms and {ref.n_atoms} atoms")
-    _check_atoms(model, ref, ids, species, ref.ids, ref.species, first)
-    n_atoms = int(ids.size)
+    n_atoms = int(ids.size)  # ids and species are checked frame by frame in the pass
 
     fixed = _resolve_fixed_core(model, ref)
     center_row = None
@@ -379,7 +378,9 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
     if fixed is not None:
         center_row = int(np.searchsorted(ids, fixed.center_id))
         if center_row >= n_atoms or ids[center_row] != fixed.center_id:
-            raise DataMismatchError(f"{both}: the centre atom id {fixed.center_id} of the fixed core is not in the files")
+            raise DataMismatchError(
+                f"{both}: the centre atom id {fixed.center_id} of the fixed core is not in the files"
+            )
         core_mask = np.isin(ids, fixed.core_ids)
         missing = np.setdiff1d(fixed.core_ids, ids)
         if missing.size:
@@ -460,7 +461,7 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
             np.subtract(err, fr2[s0 : s0 + sub], out=err)
             part = np.einsum("bk,bk->k", err, err)
             if not math.isfinite(float(part.sum())):
-                _raise_not_finite(model, ref, fm, fr, steps)
+                _raise_not_finite((model, plan_m), (ref, plan_r), steps=steps)
             sq3 += part
             if want_plots:
                 hist.add(err)
@@ -588,14 +589,14 @@ def _check_constant(model, ref, series, am, ar, ids, species, steps) -> None:
     )
 
 
-def _raise_not_finite(model, ref, fm, fr, steps) -> None:
-    """InputError naming the file and step whose forces are NaN or infinite (``fm`` may be modified)."""
-    for r, f in ((model, fm), (ref, fr)):
-        bad = ~np.isfinite(f).all(axis=(1, 2))
+def _raise_not_finite(*files, steps) -> None:
+    """InputError naming the file and step of a block whose forces are NaN or infinite."""
+    for reader, plan in files:
+        bad = ~np.isfinite(plan.read(reader, "force")).all(axis=(1, 2))
         if bad.any():
             j = int(np.argmax(bad))
-            raise InputError(f"{r.path}: forces at step {int(steps[j])} are not finite (NaN or inf)")
-    raise InputError(f"{model.path} and {ref.path}: force differences overflow (not finite)")
+            raise InputError(f"{reader.path}: forces at step {int(steps[j])} are not finite (NaN or inf)")
+    raise InputError(f"{files[0][0].path} and {files[1][0].path}: force differences overflow (not finite)")
 
 
 def _energy_metrics(model, ref, im, ir, n_atoms, shift):
