@@ -228,7 +228,7 @@ class TrajectoryWriter:
 
         self.n_written = 0
         self.n_flushed = 0
-        self._buffer: list[Frame] = []
+        self._buffer: list[dict[str, np.ndarray]] = []  # checked copies of the frames not yet written
         self._layout: dict[str, Any] | None = None
         self._dsets: dict[str, h5py.Dataset] = {}
         self._closed = False
@@ -320,6 +320,8 @@ class TrajectoryWriter:
 
         obs: dict[str, np.ndarray] = {}
         for key, value in frame.observables.items():
+            if not isinstance(key, str) or not key or "/" in key or key in (".", ".."):
+                raise InputError(f"{where}: observable name {key!r} must be a non-empty string without '/'")
             arr = np.asarray(value)
             if arr.dtype.kind not in "iufb":
                 raise InputError(f"{where}: observable {key!r} is not numeric (dtype {arr.dtype})")
@@ -415,7 +417,7 @@ class TrajectoryWriter:
         arrays = self._check_frame(frame)
         if self._layout is None:
             self._create_datasets(arrays)
-        self._buffer.append(arrays)  # type: ignore[arg-type]
+        self._buffer.append(arrays)
         self.n_written += 1
         if (
             len(self._buffer) >= self.flush_every
@@ -427,7 +429,7 @@ class TrajectoryWriter:
         """Write the buffered frames as one block and flush the file (no-op on a closed writer)."""
         if self._closed:
             return
-        buf: list[dict[str, np.ndarray]] = self._buffer  # type: ignore[assignment]
+        buf = self._buffer
         if buf:
             k = len(buf)
             start = self.n_flushed
