@@ -408,6 +408,7 @@ class TrajectoryWriter:
             "series": {name for name in SERIES if name in first},
             "observables": obs_layout,
         }
+        f.flush()  # the complete, empty layout is on disk before any frame
 
     # ---------------------------------------------------------------------------------------------
     def write(self, frame: Frame) -> None:
@@ -434,8 +435,9 @@ class TrajectoryWriter:
             k = len(buf)
             start = self.n_flushed
             stop = start + k
-            # values first, then time, then flush; the shared step dataset last, then flush again:
-            # a reader takes the shortest length, so no frame is visible before all its data.
+            # Every dataset but step (values, time, observables), then a flush; the shared step dataset
+            # last, then a flush again. A reader takes the shortest length and drops trailing fill-value
+            # steps, so no frame becomes visible before all of its data is on disk.
             for key, ds in self._dsets.items():
                 if key == "step":
                     continue
@@ -540,8 +542,9 @@ class TrajectoryReader:
             raise self._bad(f"missing particles group '{GROUP}' (found {names})")
         root = f[f"particles/{GROUP}"]
         if "position" not in root:
-            raise InputError(f"{self.path}: holds no frames (no particles/{GROUP}/position; "
-                             "the writer stopped before its first flush)")
+            raise InputError(
+                f"{self.path}: holds no frames (no particles/{GROUP}/position: the writer wrote none)"
+            )
         self._root = root
         for ds in ("step", "time", "value"):
             if ds not in root["position"]:
