@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import ase.io
@@ -287,6 +288,9 @@ def test_cli_success_writes_file_and_summary(tmp_path):
     res = CliRunner().invoke(main, ["import", str(tmp_path / "md.xyz"), "-o", str(out), "--index", "1:"])
     assert res.exit_code == 0, res.output
     assert res.output.count("\n") == 1 and "2 frames x 64 atoms" in res.output and "dt 1.5 fs" in res.output
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # usual permissions, not a temp file's 0600
     summary = json.loads((tmp_path / "dft.h5.summary.json").read_text())
     assert summary["frames"] == 2 and summary["atoms"] == 64 and summary["files"] == [str(tmp_path / "md.xyz")]
     assert summary["fixed_core"]["center_id"] == 1

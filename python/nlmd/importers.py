@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,9 +385,9 @@ def import_files(
 
     ids = np.arange(1, n_atoms + 1, dtype=np.int64)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # a unique hidden name beside the output (same file system, so the final rename is atomic); created
+    # by HDF5 itself so the file gets the user's usual permissions
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
         with TrajectoryWriter(
             tmp, parameters=parameters, fixed_core=core, boundary=boundary, flush_every=64
