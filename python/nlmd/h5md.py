@@ -226,8 +226,7 @@ class TrajectoryWriter:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"{self.path}: model manifest cannot be stored as JSON ({exc})") from exc
 
-        self.n_written = 0
-        self.n_flushed = 0
+        self.n_flushed = 0  # frames on disk; n_written (a property) adds the buffered ones
         self._buffer: list[dict[str, np.ndarray]] = []  # checked copies of the frames not yet written
         self._layout: dict[str, Any] | None = None
         self._dsets: dict[str, h5py.Dataset] = {}
@@ -281,7 +280,13 @@ class TrajectoryWriter:
 
     @property
     def closed(self) -> bool:
+        """Whether :meth:`close` (or :meth:`discard`) was called."""
         return self._closed
+
+    @property
+    def n_written(self) -> int:
+        """Frames accepted by :meth:`write` (flushed or still buffered)."""
+        return self.n_flushed + len(self._buffer)
 
     # ---------------------------------------------------------------------------------------------
     def _check_frame(self, frame: Frame) -> dict[str, np.ndarray]:
@@ -418,8 +423,7 @@ class TrajectoryWriter:
         arrays = self._check_frame(frame)
         if self._layout is None:
             self._create_datasets(arrays)
-        self._buffer.append(arrays)
-        self.n_written += 1
+        self._buffer.append(arrays)  # n_written follows: a KeyboardInterrupt never leaves it off by one
         if (
             len(self._buffer) >= self.flush_every
             or _time.monotonic() - self._last_flush >= self.flush_seconds
@@ -448,9 +452,8 @@ class TrajectoryWriter:
             step = self._dsets["step"]
             step.resize(stop, axis=0)
             step[start:stop] = np.array([b["step"] for b in buf], dtype=np.int64)
-            self._buffer = []
             self._file.flush()
-            self.n_flushed = stop
+            self._buffer, self.n_flushed = [], stop  # one step: a retry after an interrupt rewrites the block
         else:
             self._file.flush()
         self._last_flush = _time.monotonic()
