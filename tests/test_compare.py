@@ -526,3 +526,22 @@ def test_element_symbols_match_ase():
 
     assert compare._SYMBOLS == list(chemical_symbols)
     assert compare._symbol(38) == "Sr" and compare._symbol(200) == "Z200"
+
+
+def test_cli_end_to_end_subprocess(tmp_path, ref_data, ref_file):
+    import os
+    import subprocess
+    import sys
+
+    import nlmd
+
+    pos, forces, pe = ref_data
+    model = write(tmp_path / "model.h5", positions=pos, forces=forces + 0.25, pe=pe)
+    env = {**os.environ, "PYTHONPATH": str(Path(nlmd.__file__).parents[1])}
+    ok = subprocess.run([sys.executable, "-m", "nlmd", "compare", str(model), str(ref_file),
+                         "--json", str(tmp_path / "r.json")], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["all"]["force_mae"] == pytest.approx(0.25)
+    bad = subprocess.run([sys.executable, "-m", "nlmd", "compare", str(model), str(tmp_path / "none.h5")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "none.h5" in bad.stderr
