@@ -165,29 +165,6 @@ class _RowPlan:
         return arr if self.inverse is None else arr[self.inverse]
 
 
-#: Bytes of HDF5 metadata (chunk-index B-tree nodes) kept per open file during the pass.
-MDC_BYTES = 1 << 18
-
-
-def _cap_metadata_cache(reader) -> None:
-    """Stop-gap: cap HDF5's metadata cache of the reader's file at :data:`MDC_BYTES`.
-
-    With per-frame chunks a pass touches every node of each dataset's chunk index; HDF5's adaptive
-    metadata cache keeps them (up to 2 MiB of entries per file, several times that in RSS), so the peak
-    memory of a compare grew with the number of frames until that cap. A sequential pass needs only
-    the current path through each index. TODO(h5md): let TrajectoryReader open files this way.
-    """
-    try:
-        fid = reader.file.id
-        cfg = fid.get_mdc_config()
-        cfg.set_initial_size = True
-        cfg.initial_size = cfg.max_size = MDC_BYTES
-        cfg.min_size = min(cfg.min_size, MDC_BYTES // 2)
-        fid.set_mdc_config(cfg)
-    except Exception:  # noqa: BLE001 - only a memory tuning: a reader without it still compares correctly
-        pass
-
-
 def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> np.ndarray:
     """|d| (B,N) after removing lattice vectors along periodic directions (general triclinic cells).
 
@@ -317,8 +294,6 @@ def compare_files(
         if not p.is_file():
             raise InputError(f"{p}: no such file")
     with TrajectoryReader(model_path) as model, TrajectoryReader(ref_path) as ref:
-        for r in (model, ref):
-            _cap_metadata_cache(r)
         return _compare_open(
             model, ref, by=by, shift_energy=shift_energy, position_tol=float(position_tol),
             time_tol=float(time_tol), plot_dir=None if plot_dir is None else Path(plot_dir),
