@@ -1,0 +1,185 @@
+"""Strong scaling of pair_style e3gnn/parallel on 1 and 2 MPI ranks, and the cost of ghost shells L cutoffs deep.
+
+A displaced rocksalt SrO cell (8x8x8 conventional cells = 4096 atoms by default) runs with a tiny random
+model and with SevenNet-0 (5 layers, 5 A cutoff). For each model:
+  - time per MD step on 1 rank (all cores as torch threads) and on 2 ranks (threads = cores / ranks, so that
+    the ranks do not oversubscribe), and the speedup;
+  - the 2-rank run again with the ghost cutoff at layers x cutoff + skin (`comm_modify cutoff`), the shell
+    a scheme without layer-wise exchange would need. e3gnn/parallel only puts the ghosts within one cutoff
+    of a local atom into its graph, so the measured difference is the cost of exchanging and neighbour-
+    binning the deeper shell; the model work such a scheme would add (it must evaluate every layer on all
+    the atoms of that shell) is reported from the atom counts: (local + deep ghosts) / local.
+
+Each run: 1 warm-up step (TorchScript warm-up, neighbour lists), then `--steps` timed steps; the time per
+step is LAMMPS's loop time of the timed run divided by its steps. A JSON summary is written next to the logs.
+
+    python bench/parallel_scaling.py                   # both models (SevenNet-0 is slow on a CPU: minutes)
+    python bench/parallel_scaling.py --models tiny     # the tiny model only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+def build_cell(reps: int, path: Path) -> int:
+    import ase.io
+    from ase.build import bulk
+
+    atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True).repeat((reps, reps, reps))
+    atoms.positions += np.random.default_rng(0).normal(0.0, 0.1, atoms.positions.shape)
+    atoms.wrap()
+    ase.io.write(path, atoms, format="lammps-data", specorder=["Sr", "O"], masses=True)
+    return len(atoms)
+
+
+def deploy_models(work: Path, which: list[str]) -> dict[str, dict]:
+    """Parallel deployments (cached in the work directory): name -> {dir, layers, cutoff}."""
+    import torch
+    from sevenn.scripts.deploy import deploy_parallel
+
+    models = {}
+    for name in which:
+        d = work / name / "deployed_parallel"
+        d.parent.mkdir(parents=True, exist_ok=True)
+        if name == "tiny":
+            from nlmd.testing import make_tiny_checkpoint
+
+            layers, cutoff = 2, 4.0
+            if not d.exists():
+                pth = make_tiny_checkpoint(work / name / "model.pth", num_layers=layers, cutoff=cutoff)
+                deploy_parallel(str(pth), str(d))
+        elif name == "7net-0":
+            import sevenn.util
+
+            pth = sevenn.util.pretrained_name_to_path("7net-0")
+            cp = sevenn.util.load_checkpoint(pth)
+            layers, cutoff = int(cp.config["num_convolution_layer"]), float(cp.config["cutoff"])
+            if not d.exists():
+                deploy_parallel(str(pth), str(d))
+        else:
+            raise SystemExit(f"unknown model {name!r} (tiny, 7net-0)")
+        models[name] = {"dir": d, "layers": layers, "cutoff": cutoff}
+    del torch
+    return models
+
+
+def run(work: Path, label: str, nprocs: int, threads: int, model: dict, data: Path, steps: int, ghost_cut: float | None) -> dict:
+    from nlmd.runtime import executable, plugin_environment
+
+    skin = 1.0
+    comm = f"comm_modify cutoff {ghost_cut:.3f}" if ghost_cut else ""
+    text = f"""
+units metal
+atom_style atomic
+read_data {data}
+pair_style e3gnn/parallel
+pair_coeff * * {model['layers']} {model['dir']} Sr O
+neighbor {skin} bin
+{comm}
+velocity all create 2000 12345 loop geom
+fix nve all nve
+timestep 0.001
+thermo 1
+run 1
+run {steps}
+"""
+    inp = work / f"{label}.in"
+    log = work / f"{label}.log"
+    inp.write_text(text)
+    env = plugin_environment()
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    cmd = [executable("mpirun"), "-np", str(nprocs), executable("lmp"), "-in", str(inp), "-log", str(log), "-screen", "none"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    out = log.read_text() if log.exists() else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{label} failed (rc {proc.returncode}):\n{out[-2000:]}\n{proc.stderr[-2000:]}")
+    loops = re.findall(r"Loop time of ([\d.eE+-]+) on (\d+) procs for (\d+) steps", out)
+    loop, _, nsteps = loops[-1]
+    nghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave\s+([\d.eE+-]+) max", out)[-1]
+    nlocal = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", out)[-1]
+    return {
+        "label": label,
+        "ranks": nprocs,
+        "threads_per_rank": threads,
+        "ghost_cutoff": ghost_cut,
+        "s_per_step": float(loop) / int(nsteps),
+        "warmup_and_setup_s": wall - float(loop),
+        "nlocal_ave": float(nlocal),
+        "nghost_ave": float(nghost[0]),
+        "nghost_max": float(nghost[1]),
+        "log": str(log),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["tiny", "7net-0"], help="tiny and/or 7net-0")
+    p.add_argument("--reps", type=int, default=8, help="conventional cells per edge (8: 4096 atoms)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps for the tiny model")
+    p.add_argument("--steps-7net", type=int, default=3, help="timed steps for SevenNet-0")
+    p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores to share between the ranks")
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nlmd_parallel_scaling",
+                   help="models, inputs, logs and summary.json")
+    args = p.parse_args(argv)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.work / f"sro_{args.reps}.data"
+    natoms = build_cell(args.reps, data)
+    models = deploy_models(args.work, args.models)
+    print(f"cell: SrO {args.reps}^3 conventional cells, {natoms} atoms; {args.cores} cores", flush=True)
+
+    results = {"natoms": natoms, "cores": args.cores, "models": {}}
+    for name, model in models.items():
+        steps = args.steps_7net if name == "7net-0" else args.steps
+        deep = model["layers"] * model["cutoff"] + 1.0
+        runs = {}
+        for key, nprocs, ghost in (("1 rank", 1, None), ("2 ranks", 2, None), ("2 ranks, deep ghosts", 2, deep)):
+            threads = max(1, args.cores // nprocs)
+            label = f"{name}_{nprocs}r" + ("_deep" if ghost else "")
+            r = run(args.work, label, nprocs, threads, model, data, steps, ghost)
+            runs[key] = r
+            print(
+                f"{name:7s} {key:21s}: {r['s_per_step']:8.3f} s/step  ({threads} thread(s)/rank, "
+                f"{r['nlocal_ave']:.0f} local + {r['nghost_ave']:.0f} ghost atoms per rank)",
+                flush=True,
+            )
+        two, deep_r = runs["2 ranks"], runs["2 ranks, deep ghosts"]
+        summary = {
+            "layers": model["layers"],
+            "cutoff": model["cutoff"],
+            "timed_steps": steps,
+            "runs": runs,
+            "speedup_2_ranks": runs["1 rank"]["s_per_step"] / two["s_per_step"],
+            "deep_ghost_time_ratio": deep_r["s_per_step"] / two["s_per_step"],
+            "deep_ghost_count_ratio": deep_r["nghost_ave"] / two["nghost_ave"],
+            "model_work_without_exchange": (deep_r["nlocal_ave"] + deep_r["nghost_ave"]) / deep_r["nlocal_ave"],
+        }
+        results["models"][name] = summary
+        print(
+            f"{name:7s} ghost cutoff {model['layers']} x {model['cutoff']} + 1 = {deep:.1f} A instead of "
+            f"{model['cutoff']} + 1 A: {summary['deep_ghost_count_ratio']:.1f}x the ghost atoms, "
+            f"{summary['deep_ghost_time_ratio']:.2f}x the time per step with layer-wise exchange; a scheme without "
+            f"it would evaluate the model on {summary['model_work_without_exchange']:.1f}x the local atoms",
+            flush=True,
+        )
+    (args.work / "summary.json").write_text(json.dumps(results, indent=2))
+    print(f"summary: {args.work / 'summary.json'}")
+    for name, s in results["models"].items():
+        print(f"{name}: 2-rank speedup {s['speedup_2_ranks']:.2f}x over 1 rank ({natoms} atoms, {args.cores} cores)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
