@@ -9,6 +9,7 @@ three formats beside it whatever the extension.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def plan_outputs(output: Path, write_all: bool) -> tuple[dict[str, Path], Path]:
     if summary in files.values():  # pragma: no cover - only with a name like 'x.json.data'
         summary = output.with_name(output.name + ".summary.json")
     return files, summary
+
+
+def summary_text(summary: dict) -> str:
+    """JSON with one key per line but lists of numbers (core ids, the POSCAR map) on one line each."""
+    text = json.dumps(summary, indent=1)
+    return re.sub(r"\[\s+([-0-9.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
 def reproduce_command(parameters: dict, output: Path, write_all: bool) -> str:
@@ -117,7 +124,7 @@ def sro_rfix(rfix, seed, center, box, a, cation, anion, n_cation, n_anion, min_d
         "files": {kind: str(path) for kind, path in files.items()},
         **cell.summary(),
     }
-    structures.atomic_write(summary_path, lambda tmp: tmp.write_text(json.dumps(summary, indent=1) + "\n"))
+    structures.atomic_write(summary_path, lambda tmp: tmp.write_text(summary_text(summary)))
 
     comp = cell.core_composition()
     comp_text = " + ".join(f"{n} {el}" for el, n in comp.items())
