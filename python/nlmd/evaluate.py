@@ -135,7 +135,9 @@ class LammpsEvaluator:
                 where=f"potential {self.potential.path}",
             )
         else:
-            lmp.reset_box([0.0, 0.0, 0.0], [xhi, yhi, zhi], xy, yz, xz)
+            commands(lmp, f"change_box all x final 0 {xhi!r} y final 0 {yhi!r} z final 0 {zhi!r} "
+                          f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box",
+                     where="nlmd evaluate")
             lmp.scatter_atoms("type", 0, 1, (ctypes.c_int * n)(*types))
             lmp.scatter_atoms("x", 1, 3, (ctypes.c_double * (3 * n))(*x.ravel()))
             commands(lmp, "run 0 post no", where=f"potential {self.potential.path}")

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -232,18 +234,11 @@ def deploy(
         raise ModelError(f"{checkpoint} is a multi-fidelity model (modalities {list(config['modal_map'])}); "
                          "nlmd deploy supports single-modality checkpoints only")
 
-    from sevenn.scripts.deploy import deploy as sevenn_deploy
-    from sevenn.scripts.deploy import deploy_parallel as sevenn_deploy_parallel
-
     with _staging_dir(out, force) as tmp:
         echo(f"deploying {checkpoint} ({len(species)} elements, cutoff {config['cutoff']} A, "
              f"{config['num_convolution_layer']} layers) -> {out}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sevenn_deploy(str(checkpoint), str(tmp / SERIAL_FILE))
-            comm_size = None
-            if parallel:
-                sevenn_deploy_parallel(str(checkpoint), str(tmp / PARALLEL_DIR))
+        export_torchscript(checkpoint, tmp, parallel)
+        comm_size = None
         files = [SERIAL_FILE]
         if parallel:
             files += sorted(f"{PARALLEL_DIR}/{p.name}" for p in (tmp / PARALLEL_DIR).iterdir())
@@ -279,6 +274,36 @@ def deploy(
     return out
 
 
+def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> None:
+    """Write deployed_serial.pt (and deployed_parallel/) with SevenNet's exporters, in a child process.
+
+    TorchScript compilation shares the process-wide class registry with every model that libtorch has
+    loaded, and once LAMMPS has loaded a deployed model in this process, scripting the same SevenNet
+    classes again fails ("Couldn't find method: 'forward' on class ...BesselBasis"). A fresh interpreter
+    exports reliably whatever the caller did before.
+    """
+    cmd = [sys.executable, "-m", "nlmd.potentials", "export", str(checkpoint), str(directory)]
+    if parallel:
+        cmd.append("--parallel")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise ModelError(f"SevenNet could not export {checkpoint} to TorchScript: {lines[-1] if lines else 'no message'}")
+
+
+def _export_main(argv: list[str]) -> None:
+    from sevenn.scripts.deploy import deploy as sevenn_deploy
+    from sevenn.scripts.deploy import deploy_parallel as sevenn_deploy_parallel
+
+    checkpoint, directory = argv[0], Path(argv[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sevenn_deploy(checkpoint, str(directory / SERIAL_FILE))
+        if "--parallel" in argv:
+            sevenn_deploy_parallel(checkpoint, str(directory / PARALLEL_DIR))
+
+
 def _read_extra(path: Path, key: str) -> str:
     import torch
 
@@ -294,11 +319,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def verify_deployment(directory: Path, checkpoint: Path, species: list[str], *,
-                      echo: Callable[[str], None] = print, tol: float = VERIFY_FORCE_TOL) -> dict:
+                      echo: Callable[[str], None] = print, tol: float | None = None) -> dict:
     """Energy and forces of a probe structure through LAMMPS (the deployed file) and through
     SevenNetCalculator (the checkpoint); raise ModelError when forces differ by more than ``tol``."""
     from nlmd.evaluate import LammpsEvaluator
 
+    tol = VERIFY_FORCE_TOL if tol is None else tol
     atoms = probe_structure(species)
     elements = sorted(set(atoms.get_chemical_symbols()), key=species.index)
     with LammpsEvaluator(directory, elements) as ev:
@@ -326,3 +352,9 @@ def _sevenn_reference(checkpoint: Path, atoms):
         atoms = atoms.copy()
         atoms.calc = calc
         return float(atoms.get_potential_energy()), atoms.get_forces()
+
+
+if __name__ == "__main__":  # the child process of export_torchscript()
+    if len(sys.argv) < 4 or sys.argv[1] != "export":
+        sys.exit("usage: python -m nlmd.potentials export CHECKPOINT DIRECTORY [--parallel]")
+    _export_main(sys.argv[2:])
