@@ -61,10 +61,14 @@ def _worker(spec_path: str, out_path: str) -> None:
         natoms = lmp.get_natoms()
         result = {}
         counts = comm.gather(lmp.extract_global("nlocal"), root=0)
-        for name, kind, count in (("x", 1, 3), ("f", 1, 3), ("id", 0, 1)):
-            result[name] = np.array(lmp.gather_atoms(name, kind, count)).reshape(natoms, count)
-        result["pe_atom"] = np.array(lmp.gather("c_pe_atom", 1, 1)).reshape(natoms)
-        result["s_atom"] = np.array(lmp.gather("c_s_atom", 1, 6)).reshape(natoms, 6)
+        # gathered in rank order (ids need not be consecutive), then sorted by id
+        ids = np.array(lmp.gather_atoms_concat("id", 0, 1)).reshape(natoms)
+        order = np.argsort(ids)
+        result["id"] = ids[order]
+        for name, count in (("x", 3), ("f", 3)):
+            result[name] = np.array(lmp.gather_atoms_concat(name, 1, count)).reshape(natoms, count)[order]
+        result["pe_atom"] = np.array(lmp.gather_concat("c_pe_atom", 1, 1)).reshape(natoms)[order]
+        result["s_atom"] = np.array(lmp.gather_concat("c_s_atom", 1, 6)).reshape(natoms, 6)[order]
         pe = lmp.get_thermo("pe")
         vol = lmp.get_thermo("vol")
         nktv2p = lmp.extract_global("nktv2p")
@@ -266,6 +270,27 @@ def test_empty_rank(tmp_path, models):
         tmp_path, models["l2"], atoms, "empty_rank", ranks=(4,), setups={4: "processors 4 1 1"}
     )
     assert (results[4][1]["nlocal"] == 0).sum() >= 1
+
+
+def test_atoms_without_neighbours(tmp_path, models):
+    """Isolated atoms next to a bonded pair: on 2 ranks one rank owns an atom with no edge at all, on 4 ranks
+    two ranks own nothing."""
+    from ase import Atoms
+
+    atoms = Atoms(
+        "SrOSrO", positions=[[1, 1, 1], [12, 12, 12], [16, 2, 2], [18.2, 2, 2]], cell=[24, 24, 24], pbc=True
+    )
+    check_case(tmp_path, models["l2"], atoms, "isolated", ranks=(1, 2, 4))
+
+
+def test_non_consecutive_ids(tmp_path, models):
+    """Atoms deleted without renumbering: e3gnn/parallel uses no atom ids, so gaps in them are fine."""
+    data = write_data(tmp_path / "gaps.data", sro_cell(seed=8))
+    spec = {"data": str(data), "before_run": "group gone id 3 17 40 41 63\ndelete_atoms group gone compress no"}
+    ref = run_lammps(tmp_path, "gaps_serial", 1, {**spec, "pair": serial_pair(models["l2"])})
+    par = run_lammps(tmp_path, "gaps_par", 3, {**spec, "pair": parallel_pair(models["l2"])})
+    assert len(par["id"]) == 59 and par["id"].max() == 64
+    compare(ref, par, "ids with gaps on 3 ranks")
 
 
 def test_element_order_in_pair_coeff(tmp_path, models):
