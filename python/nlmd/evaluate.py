@@ -1,8 +1,9 @@
 """Energy, forces, stress and per-atom energies of structures through LAMMPS with a potential directory.
 
-One LAMMPS instance is set up once and re-used for every structure with the same number of atoms and
-types: only the box and positions change between evaluations (``reset_box`` + ``scatter_atoms`` +
-``run 0``), so evaluating many frames costs little beyond the force field itself.
+One LAMMPS instance is set up once and re-used for every structure with the same number of atoms:
+only positions, types and the box change between evaluations (``scatter_atoms`` + ``change_box`` +
+``run 0``), so evaluating many frames costs little beyond the force field itself. Atoms may move any
+distance from one structure to the next, also on several MPI ranks (``change_box`` migrates them).
 
 Cells of any shape are supported: LAMMPS needs a lower-triangular cell, so positions are rotated into
 LAMMPS's frame (ASE's ``Prism``) and forces and stress are rotated back.
@@ -10,7 +11,6 @@ LAMMPS's frame (ASE's ``Prism``) and forces and stress are rotated back.
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +51,7 @@ class LammpsEvaluator:
         self._ctx = None
         self._lmp = None
         self._natoms = None
+        self._types = None
 
     def __enter__(self) -> "LammpsEvaluator":
         return self
@@ -135,12 +136,23 @@ class LammpsEvaluator:
                 where=f"potential {self.potential.path}",
             )
         else:
-            commands(lmp, f"change_box all x final 0 {xhi!r} y final 0 {yhi!r} z final 0 {zhi!r} "
-                          f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box",
-                     where="nlmd evaluate")
-            lmp.scatter_atoms("type", 0, 1, (ctypes.c_int * n)(*types))
-            lmp.scatter_atoms("x", 1, 3, (ctypes.c_double * (3 * n))(*x.ravel()))
+            # The new box first (change_box wraps the atoms, still at their old places, into the box it
+            # starts from), then types and positions, then change_box again with the same box: it wraps
+            # every atom into it and hands it to the rank that owns its new place (irregular
+            # communication), so atoms may move any distance between structures, on any number of ranks.
+            box = (f"change_box all x final 0 {xhi!r} y final 0 {yhi!r} z final 0 {zhi!r} "
+                   f"xy final {xy!r} xz final {xz!r} yz final {yz!r} units box")
+            commands(lmp, box, where="nlmd evaluate")
+            retype = not np.array_equal(types, self._types)
+            if retype:
+                lmp.scatter_atoms("type", 0, 1, np.ctypeslib.as_ctypes(types))
+            lmp.scatter_atoms("x", 1, 3, np.ctypeslib.as_ctypes(np.ascontiguousarray(x, dtype=np.float64).ravel()))
+            commands(lmp, f"change_box all x final 0 {xhi!r} units box", where="nlmd evaluate")
+            if retype and self.potential.atom_style != "atomic":
+                # per-type properties (charges) are set by pair.lmp with `set type`: set them again
+                commands(lmp, f"include {self.potential.pair_file}", where=f"potential {self.potential.path}")
             commands(lmp, "run 0 post no", where=f"potential {self.potential.path}")
+        self._types = types
         energy = float(lmp.get_thermo("pe"))
         f = np.ctypeslib.as_array(lmp.gather_atoms("f", 1, 3)).reshape(n, 3).copy()
         e_atom = np.asarray(lmp.gather("c_nlmd_pe_atom", 1, 1), dtype=float).reshape(n).copy()
