@@ -1,0 +1,446 @@
+"""``nlmd run`` and nlmd.md: one LAMMPS run streamed to H5MD, checked against LAMMPS's own output.
+
+Most runs use the rigid-ion reference (potentials/sro-rigid-ion: no torch, any number of ranks, a few ms
+per step); one uses the tiny SevenNet potential. In-process runs call :func:`nlmd.md.run_input`; the
+signal tests and the MPI test start real processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, lmp_env, which
+
+from nlmd import structures as S
+from nlmd.cli import main
+from nlmd.errors import InputError, SimulationError
+from nlmd.h5md import TrajectoryReader
+from nlmd.md import InputScript, Observer, Run, run_input, split_commands, summary_path
+
+RFIX_IN = REPO / "lammps_inputs/sro_rfix.in"
+RIGID = REPO / "potentials/sro-rigid-ion"
+
+
+def rigid(**variables) -> dict[str, str]:
+    return {"potential": str(RIGID), **{k: str(v) for k, v in variables.items()}}
+
+
+def read_center_dump(path: Path) -> dict[int, np.ndarray]:
+    """step -> (x y z fx fy fz) of the one atom of ``${prefix}.center.dump``."""
+    out: dict[int, np.ndarray] = {}
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line == "ITEM: TIMESTEP":
+            step = int(lines[i + 1])
+            cols = lines[i + 8].split()[2:]
+            row = dict(zip(cols, lines[i + 9].split()))
+            out[step] = np.array([float(row[k]) for k in ("x", "y", "z", "fx", "fy", "fz")])
+    return out
+
+
+def nlmd_command(*args: str, ranks: int = 0) -> list[str]:
+    cmd = [sys.executable, "-m", "nlmd", "run", *args]
+    return [which("mpirun"), "-np", str(ranks), *cmd] if ranks else cmd
+
+
+# --------------------------------------------------------------------------------------------------
+# the input file
+
+
+def test_split_commands_joins_continuations_and_strips_comments():
+    text = 'units metal  # a comment\n\nif "${a} > 1" then &\n   "print \'# not a comment\'" &\n   "run 5"\n# run 3\nrun ${n} # last\n'
+    cmds = split_commands(text)
+    assert [c.name for c in cmds] == ["units", "if", "run"]
+    assert (cmds[1].first_line, cmds[1].last_line) == (3, 5)
+    assert "# not a comment" in cmds[1].text and cmds[2].words == ["run", "${n}"]
+
+
+def test_input_script_finds_the_final_top_level_run(tmp_path):
+    script = InputScript.read(RFIX_IN)
+    assert script.run.words == ["run", "${nsteps}"]
+    assert script.head.rstrip().endswith("dump_modify traj sort id format float %.10g\"")
+    assert script.tail.strip() == ""
+    s = InputScript.parse("run 5\nrun 7 post no\nwrite_data x.data\n")
+    assert s.run.words == ["run", "7", "post", "no"] and s.head == "run 5" and s.tail == "write_data x.data"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("units metal\n", "has no top-level `run` command"),
+        ('if "1 > 0" then "run 5"\n', "has no top-level `run` command"),
+        ("label loop\nrun 5\nnext i\njump SELF loop\n", "`label` moves execution"),
+        ("run 100 every 10 \"print hi\"\n", "splits it into several runs"),
+    ],
+)
+def test_input_script_refuses_what_it_cannot_stream(text, message):
+    with pytest.raises(InputError, match=message):
+        InputScript.parse(text, "in.test")
+
+
+# --------------------------------------------------------------------------------------------------
+# a fixed-core run with the rigid-ion reference (run once, checked by several tests)
+
+
+@pytest.fixture(scope="module")
+def rfix_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rfix") / "traj.h5"
+    summary = run_input(RFIX_IN, out, every=5, variables=rigid(time=0.1), quiet=True, command="nlmd run test")
+    return out, summary
+
+
+def test_run_writes_the_layout_of_h5md_md(rfix_run):
+    out, summary = rfix_run
+    with h5py.File(out, "r") as f:
+        assert list(f["h5md"].attrs["version"]) == [1, 1]
+        assert f["h5md/creator"].attrs["name"] == "nlmd"
+        root = f["particles/trajectory"]
+        for name, unit in [("position", "Angstrom"), ("velocity", "Angstrom ps-1"), ("force", "eV Angstrom-1"),
+                           ("energies", "eV"), ("species", None), ("id", None)]:
+            grp = root[name]
+            assert grp["value"].shape[:2] == (21, 144), name
+            assert grp["step"] == root["position/step"] and grp["time"] == root["position/time"]  # hard links
+            if unit:
+                assert grp["value"].attrs["unit"] == unit
+        assert root["box/edges/value"].shape == (21, 3, 3)
+        assert list(root["box"].attrs["boundary"]) == ["periodic"] * 3
+        assert list(root["position/step"][:4]) == [0, 5, 10, 15]
+        assert np.allclose(root["position/time"][:4], [0.0, 0.005, 0.010, 0.015])
+        obs = f["observables/trajectory"]
+        assert set(obs) == {"potential_energy", "temperature", "f_center"}
+        assert obs["temperature/value"].attrs["unit"] == "K" and obs["potential_energy/value"].shape == (21,)
+        p = f["parameters"]
+        assert p.attrs["units"] == "metal" and p.attrs["source"] == "lammps"
+        assert p.attrs["command"] == "nlmd run test"
+        assert p.attrs["input_script"] == RFIX_IN.read_text()
+        assert json.loads(p.attrs["model"])["name"] == "sro-rigid-ion"
+        assert json.loads(p.attrs["variables"])["time"] == "0.1"
+        assert p.attrs["lammps_version"] == 20250722 and p.attrs["temperature_compute"] == "tmob"
+        assert p["fixed_core"].attrs["center_id"] == 1 and p["fixed_core"].attrs["rfix"] == 5.82
+        assert list(p["fixed_core/core_ids"][()]) == list(range(1, 58))
+    with TrajectoryReader(out) as r:
+        assert r.n_frames == 21 and r.fixed_core.core_ids.size == 57
+        assert list(np.unique(r.species)) == [8, 38] and r.species[0] == 38  # the centre is Sr
+        assert np.array_equal(r.ids, np.arange(1, 145))
+    assert summary["status"] == "completed" and summary["frames"] == 21 and summary["steps"] == 100
+    on_disk = json.loads(summary_path(out).read_text())
+    assert on_disk["file_size_bytes"] == out.stat().st_size and on_disk["ranks"] == 1
+    assert on_disk["steps_per_s"] > 0 and on_disk["wall_time_s"] > 0 and on_disk["frames"] == 21
+    assert (out.parent / "traj.log").is_file() and (out.parent / "traj.center.dump").is_file()
+
+
+def test_core_atoms_do_not_move(rfix_run):
+    with TrajectoryReader(rfix_run[0]) as r:
+        core = r.fixed_core.core_ids - 1
+        pos, vel = r.read("position"), r.read("velocity")
+    assert np.array_equal(pos[:, core], np.broadcast_to(pos[0, core], pos[:, core].shape))
+    assert not np.any(vel[:, core])
+    mobile = np.setdiff1d(np.arange(144), core)
+    assert np.all(np.abs(pos[-1, mobile] - pos[0, mobile]).max(axis=1) > 0)
+
+
+def test_centre_force_equals_lammps_dump_at_the_same_steps(rfix_run):
+    out = rfix_run[0]
+    dump = read_center_dump(out.parent / "traj.center.dump")  # the input's own dump, every `every` steps
+    with TrajectoryReader(out) as r:
+        steps, pos, force = r.steps, r.read("position")[:, 0], r.read("force")[:, 0]
+        fcen = r.observable("f_center")
+    assert sorted(dump) == list(steps)
+    for k, step in enumerate(steps):
+        ref = dump[step]  # written with %.10g
+        np.testing.assert_allclose(pos[k], ref[:3], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(force[k], ref[3:], rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(fcen, np.linalg.norm(force, axis=1), rtol=1e-12)
+
+
+def test_energies_and_thermo_are_those_of_the_same_step(rfix_run):
+    out = rfix_run[0]
+    log = (out.parent / "traj.log").read_text().splitlines()
+    start = max(i for i, line in enumerate(log) if line.split()[:1] == ["Step"])
+    thermo = {}
+    for line in log[start + 1:]:
+        if line.startswith("Loop time"):
+            break
+        v = line.split()
+        thermo[int(v[0])] = (float(v[2]), float(v[3]))  # Temp (of the mobile atoms), PotEng
+    with TrajectoryReader(out) as r:
+        e_atom = r.read("energies")
+        pe, temp, steps = r.observable("potential_energy"), r.observable("temperature"), r.steps
+    np.testing.assert_allclose(e_atom.sum(axis=1), pe, rtol=1e-10)
+    for k, step in enumerate(steps):
+        if step in thermo:  # thermo every 10 steps, frames every 5
+            np.testing.assert_allclose([temp[k], pe[k]], thermo[step], rtol=1e-6)
+
+
+def test_mdanalysis_reads_the_run(rfix_run):
+    pytest.importorskip("MDAnalysis")
+    from nlmd.h5md import open_mdanalysis
+
+    u = open_mdanalysis(rfix_run[0], convert_units=False)
+    with TrajectoryReader(rfix_run[0]) as r:
+        force, pos = r.read("force"), r.read("position")
+    assert len(u.trajectory) == 21 and len(u.atoms) == 144
+    u.trajectory[7]
+    np.testing.assert_allclose(u.atoms.forces, force[7], rtol=1e-6)
+    np.testing.assert_allclose(u.atoms.positions, pos[7], rtol=1e-6)  # MDAnalysis keeps float32
+    assert u.atoms.elements[0] == "Sr"
+
+
+def test_mobile_temperature_near_target_on_average(tmp_path):
+    out = tmp_path / "t.h5"
+    run_input(RFIX_IN, out, every=20, variables=rigid(time=1.5, temp=4000), quiet=True)
+    with TrajectoryReader(out) as r:
+        temp, t = r.observable("temperature"), r.times
+    late = temp[t >= 0.5]  # after the hot transient of the random start (docs/experiment.md)
+    assert late.size == 51
+    assert abs(late.mean() - 4000) < 400, late.mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# any input: a previous run, commands after the final run, no `elements`, observers
+
+
+def crystal_input(tmp_path: Path, tail: str = "") -> Path:
+    from ase.build import bulk
+
+    atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=1)
+    S.write_lammps_data(atoms, tmp_path / "crystal.data", elements=["Sr", "O"])
+    text = f"""# a plain NVE input without nlmd's conventions (no `elements`, no fixed core)
+units metal
+atom_style charge
+atom_modify map array
+boundary p p p
+read_data {tmp_path / 'crystal.data'}
+variable potential string {RIGID}
+include ${{potential}}/pair.lmp
+timestep 0.002
+velocity all create 600 42 dist gaussian
+fix nve all nve
+thermo 5
+run 7
+run &
+   13
+{tail}
+"""
+    path = tmp_path / "in.crystal"
+    path.write_text(text)
+    return path
+
+
+def test_final_run_after_a_previous_run_and_the_tail(tmp_path):
+    path = crystal_input(tmp_path, tail=f"write_data {tmp_path / 'after.data'}")
+    out = tmp_path / "c.h5"
+    summary = run_input(path, out, every=5, quiet=True)
+    with TrajectoryReader(out) as r:
+        assert list(r.steps) == [10, 15, 20]  # the final run is steps 7..20
+        np.testing.assert_allclose(r.times, [0.02, 0.03, 0.04])
+        assert list(np.unique(r.species)) == [8, 38]  # from the masses
+        assert r.fixed_core is None and "f_center" not in r.observable_names
+        assert r.parameters["temperature_compute"] == "thermo_temp"
+    assert (tmp_path / "after.data").is_file()  # the commands after the final run ran
+    assert summary["first_step"] == 7 and summary["last_step"] == 20 and summary["frames"] == 3
+
+
+def test_attach_functions_and_observers_and_stop_from_an_observer(tmp_path):
+    path = crystal_input(tmp_path)
+    seen, every_other = [], []
+
+    class StopAfterThree(Observer):
+        def start(self, run):
+            self.run = run
+
+        def frame(self, frame):
+            seen.append(frame.step)
+            if len(seen) == 3:
+                self.run.request_stop("enough")
+
+    with Run(path, every=1, log=tmp_path / "log.lammps") as run:
+        run.setup()
+        assert (run.first_step, run.last_step, run.n_atoms) == (7, 20, 64)
+        run.attach(StopAfterThree())
+        run.attach(lambda fr: every_other.append(fr.step), interval=2)
+        result = run.run()
+    # frames of steps 7, 8, 9 seen; the stop is agreed in the callback of step 10, which then completes
+    assert seen == [7, 8, 9, 10] and every_other == [7, 9]
+    assert result.status == "stopped" and result.stop_reason == "enough" and result.last_step == 10
+
+
+def test_progress_line(tmp_path):
+    stream = io.StringIO()
+    run_input(crystal_input(tmp_path), tmp_path / "p.h5", every=5, progress_stream=stream)
+    text = stream.getvalue()
+    assert "\rnlmd run: step 20/20 100.0%" in text and "steps/s" in text and "3 frames" in text
+    assert text.endswith("\n")
+    quiet = io.StringIO()
+    run_input(crystal_input(tmp_path), tmp_path / "q.h5", every=5, progress_stream=quiet, quiet=True)
+    assert quiet.getvalue() == ""
+
+
+# --------------------------------------------------------------------------------------------------
+# SevenNet (the tiny random model through the plugin's e3gnn)
+
+
+def test_tiny_sevenn_potential(tiny_potential, tmp_path):
+    out = tmp_path / "s.h5"
+    res = CliRunner().invoke(main, ["run", str(RFIX_IN), "-o", str(out), "-v", "potential", str(tiny_potential),
+                                    "-v", "time", "0.004", "--every", "1", "-v", "rfix", "3.68"])
+    assert res.exit_code == 0, res.output
+    assert "5 frames x 144 atoms" in res.output
+    dump = read_center_dump(tmp_path / "s.center.dump")
+    with TrajectoryReader(out) as r:
+        assert r.model["kind"] == "sevenn" and r.model["pair_style"] == "e3gnn"
+        assert r.fixed_core.core_ids.size == 19
+        force, e_atom = r.read("force"), r.read("energies")
+        # the model computes in float32: per-atom energies add up to the total within its rounding
+        np.testing.assert_allclose(e_atom.sum(axis=1), r.observable("potential_energy"), rtol=1e-6)
+        for k, step in enumerate(r.steps):
+            np.testing.assert_allclose(force[k, 0], dump[step][3:], rtol=1e-8, atol=1e-9)
+        assert np.abs(force).max() > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_input_error_is_one_sentence_and_leaves_no_file(tmp_path):
+    out = tmp_path / "bad.h5"
+    with pytest.raises(InputError) as info:
+        run_input(RFIX_IN, out, variables=rigid(rfix=6.1), quiet=True)
+    assert str(info.value).startswith("sro_rfix.in: rfix = 6.1 A does not fit")
+    assert not out.exists() and not summary_path(out).exists()
+    res = CliRunner().invoke(main, ["run", str(RFIX_IN), "-o", str(out), "-v", "potential", "no/such/dir"])
+    assert res.exit_code == 1
+    assert res.output.startswith("nlmd: error: sro_rfix.in: no/such/dir/pair.lmp not found")
+    assert not out.exists()
+
+
+def test_run_failing_before_the_first_frame_leaves_no_file(tmp_path):
+    path = crystal_input(tmp_path)
+    # accepted when given, refused when the run initialises: Ewald needs a Coulomb pair style
+    path.write_text(path.read_text().replace("run &\n   13", "pair_style zero 3.0\npair_coeff * *\nrun 13"))
+    out = tmp_path / "f.h5"
+    with pytest.raises(SimulationError, match="the run stopped at step 7 with: KSpace style is incompatible"):
+        run_input(path, out, quiet=True)
+    assert not out.exists()
+
+
+def test_existing_output_needs_force(tmp_path):
+    path = crystal_input(tmp_path)
+    out = tmp_path / "x.h5"
+    out.write_text("keep me")
+    res = CliRunner().invoke(main, ["run", str(path), "-o", str(out)])
+    assert res.exit_code == 1 and "exists; pass --force to overwrite it" in res.output
+    assert out.read_text() == "keep me"
+    res = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--force", "--every", "5"])
+    assert res.exit_code == 0, res.output
+    with TrajectoryReader(out) as r:
+        assert r.n_frames == 3
+    res = CliRunner().invoke(main, ["run", str(path), "-o", str(out), "--force", "--every", "5", "-v", "every", "4"])
+    assert res.exit_code == 1 and "disagree" in res.output
+
+
+# --------------------------------------------------------------------------------------------------
+# signals (real processes)
+
+
+def start(out: Path, *extra: str) -> subprocess.Popen:
+    cmd = nlmd_command(str(RFIX_IN), "-o", str(out), "-v", "potential", str(RIGID), "-v", "time", "30", *extra)
+    return subprocess.Popen(cmd, cwd=out.parent, env=lmp_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def wait_for_step(proc: subprocess.Popen, log: Path, step: int, timeout: float = 60) -> None:
+    """Wait until the LAMMPS log (thermo flushed every line) shows ``step``."""
+    pattern = re.compile(rf"^\s+{step}\s+\S+\s+\S+", re.M)
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        assert proc.poll() is None, proc.communicate()
+        if log.exists() and pattern.search(log.read_text(errors="replace")):
+            return
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def test_sigkill_leaves_every_flushed_frame(tmp_path):
+    out = tmp_path / "k.h5"
+    proc = start(out, "--every", "10")
+    try:
+        wait_for_step(proc, tmp_path / "k.log", 300)  # >= 30 frames taken, >= 30 flushed (flush_every 10)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    with TrajectoryReader(out) as r:
+        n = r.n_frames
+        assert n >= 30 and n % 10 == 0  # whole flushed blocks, no torn frame
+        assert np.array_equal(r.steps, 10 * np.arange(n))
+        pos, force = r.read("position"), r.read("force")
+        assert np.all(np.isfinite(pos)) and np.all(np.isfinite(force)) and np.all(np.isfinite(r.observable("temperature")))
+        assert np.array_equal(pos[:, :57], np.broadcast_to(pos[0, :57], pos[:, :57].shape))
+    assert not summary_path(out).exists()
+
+
+def test_sigint_closes_a_complete_file(tmp_path):
+    out = tmp_path / "i.h5"
+    proc = start(out, "--every", "10")
+    try:
+        wait_for_step(proc, tmp_path / "i.log", 150)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == "SIGINT"
+    assert f"interrupted (SIGINT) at step {summary['last_step']}; {summary['frames']} frames written to" in err
+    with h5py.File(out, "r") as f:  # closed cleanly: no lock, opens in any mode
+        assert f["particles/trajectory/position/value"].shape[0] == summary["frames"]
+    with TrajectoryReader(out) as r:
+        assert r.n_frames == summary["frames"] >= 16
+        assert r.steps[-1] == summary["last_step"] - summary["last_step"] % 10  # the last sample is in
+        assert np.array_equal(r.steps, 10 * np.arange(r.n_frames))
+    assert summary["file_size_bytes"] == out.stat().st_size
+
+
+# --------------------------------------------------------------------------------------------------
+# MPI
+
+
+@pytest.mark.mpi
+def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
+    cell = S.build_fixed_core_cell(5.82, seed=4)
+    S.write_lammps_data(cell, tmp_path / "cell.data")
+    common = ["-v", "potential", str(RIGID), "-v", "data", str(tmp_path / "cell.data"), "-v", "time", "0.02",
+              "--every", "2"]
+    serial = tmp_path / "one.h5"
+    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02), quiet=True)
+    two = tmp_path / "two.h5"
+    res = subprocess.run(nlmd_command(str(RFIX_IN), "-o", str(two), *common, ranks=2), cwd=tmp_path, env=lmp_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stdout.count("11 frames x 144 atoms") == 1  # rank 0 reports, once
+    assert "on 2 ranks" in res.stdout
+    with TrajectoryReader(serial) as a, TrajectoryReader(two) as b:
+        assert b.parameters["ranks"] == 2 and np.array_equal(a.steps, b.steps)
+        for series in ("position", "velocity", "force", "energies", "box", "species", "id"):
+            x, y = a.read(series), b.read(series)
+            scale = max(1.0, float(np.abs(x).max()))
+            assert np.abs(x - y).max() <= 1e-8 * scale, series
+        for name in ("potential_energy", "temperature", "f_center"):
+            np.testing.assert_allclose(a.observable(name), b.observable(name), rtol=1e-9)
+        assert np.array_equal(a.fixed_core.core_ids, b.fixed_core.core_ids)
