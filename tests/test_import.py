@@ -309,3 +309,146 @@ def test_cli_bad_input_exits_1_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("nlmd: error: ") and "bad.xyz: frame 1 has no forces" in lines[0]
     assert not out.exists() and not (tmp_path / "dft.h5.summary.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.xyz"]
+
+
+# --------------------------------------------------------------------------------------------------
+# --ids-from: DFT frames of an exported cell come back with the cell's ids
+# --------------------------------------------------------------------------------------------------
+
+
+def dft_of(atoms: Atoms, seed: int, shift: float = 0.0) -> Atoms:
+    """A fake DFT result for ``atoms`` (same row order): random forces and energies."""
+    rng = np.random.default_rng(seed)
+    out = atoms.copy()
+    out.positions += shift
+    out.calc = SinglePointCalculator(out, energy=-500.0 - seed, free_energy=-500.5 - seed,
+                                     forces=rng.normal(size=(len(atoms), 3)))
+    return out
+
+
+def built_cell(tmp_path: Path) -> dict:
+    """`nlmd build sro-rfix --rfix 3.68 -o cell`: the four files and the summary."""
+    res = CliRunner().invoke(main, ["build", "sro-rfix", "--rfix", "3.68", "-o", str(tmp_path / "cell")])
+    assert res.exit_code == 0, res.output
+    return json.loads((tmp_path / "cell.json").read_text())
+
+
+def test_ids_from_build_files_maps_poscar_rows_to_builder_ids(tmp_path):
+    summary = built_cell(tmp_path)
+    poscar_ids = np.array(summary["poscar_ids"])
+    cell = ase.io.read(tmp_path / "cell.extxyz")  # id order: row k is id k+1
+    poscar = ase.io.read(tmp_path / "cell.POSCAR")  # grouped by element, core rows F F F
+    fixed_rows = [int(i) for i in poscar.constraints[0].get_indices()]
+    frames = [dft_of(poscar, seed=s, shift=0.01 * s) for s in range(2)]
+    src = tmp_path / "vasprun.xml"
+    src.write_text(vasprun_xml(frames, fixed_rows, potim=1.0))
+
+    plain = import_files([src], tmp_path / "plain.h5")  # without --ids-from: POSCAR rows are ids 1..N
+    assert plain.fixed_core.center_id != 1 or not np.array_equal(plain.fixed_core.core_ids, summary["core_ids"])
+
+    for ref in ("cell.json", "cell.extxyz", "cell.data"):
+        out = tmp_path / f"dft_{ref}.h5"
+        result = import_files([src], out, ids_from=tmp_path / ref)
+        assert result.ids_from == tmp_path / ref
+        with TrajectoryReader(out) as r:
+            np.testing.assert_array_equal(r.ids, np.arange(1, 145))
+            np.testing.assert_array_equal(r.species, cell.numbers)
+            np.testing.assert_allclose(r.read("position")[0], cell.positions, atol=1e-8)
+            np.testing.assert_allclose(r.read("position")[1], cell.positions + 0.01, atol=1e-8)
+            for k, fr in enumerate(frames):  # POSCAR row j is id poscar_ids[j]
+                np.testing.assert_allclose(r.read("force")[k][poscar_ids - 1], fr.calc.results["forces"], atol=1e-9)
+            assert r.fixed_core.center_id == 1
+            np.testing.assert_array_equal(r.fixed_core.core_ids, summary["core_ids"])
+            if ref != "cell.data":  # the data file carries no core: R_fix is then the lower bound
+                assert r.fixed_core.rfix == 3.68
+            assert r.parameters["ids_from"] == str(tmp_path / ref)
+
+
+def test_ids_from_model_trajectory_then_compare(tmp_path):
+    """Model MD -> frames exported as POSCAR -> DFT single points -> import --ids-from md.h5 -> compare."""
+    from nlmd.compare import compare_files
+    from nlmd.h5md import FixedCore, Frame, TrajectoryWriter, to_atoms
+    from nlmd.structures import build_fixed_core_cell, write_poscar
+
+    cell = build_fixed_core_cell(3.68, seed=1)
+    n = len(cell.atoms)
+    ids = 100 + 3 * np.arange(n)  # LAMMPS ids need not be 1..N
+    core = FixedCore(center_id=int(ids[0]), rfix=3.68, core_ids=ids[cell.core_ids - 1])
+    rng = np.random.default_rng(0)
+    md = tmp_path / "md.h5"
+    with TrajectoryWriter(md, fixed_core=core) as w:
+        pos = cell.atoms.positions.copy()
+        for step in range(0, 60, 10):  # MD time step 0.5 fs, a frame every 10 steps
+            pos[~cell.core_mask] += rng.normal(0, 0.05, (int((~cell.core_mask).sum()), 3))
+            w.write(Frame(step=step, time=step * 0.0005, box=cell.atoms.cell.array, ids=ids,
+                          species=cell.atoms.numbers, positions=pos, forces=rng.normal(size=(n, 3)),
+                          observables={"potential_energy": -400.0}))
+    # every second frame -> POSCAR (with the core F F F) -> "DFT"
+    dft_files = []
+    with TrajectoryReader(md) as r:
+        for i in range(0, r.n_frames, 2):
+            fr = r.frame(i)
+            atoms = to_atoms(fr)
+            atoms.set_constraint(FixAtoms(mask=np.isin(fr.ids, core.core_ids)))
+            d = tmp_path / f"sp{i}"
+            d.mkdir()
+            write_poscar(atoms, d / "POSCAR")
+            poscar = ase.io.read(d / "POSCAR")
+            (d / "vasprun.xml").write_text(
+                vasprun_xml([dft_of(poscar, seed=i)], [int(j) for j in poscar.constraints[0].get_indices()],
+                            potim=0.5, ibrion=-1))
+            dft_files.append(d / "vasprun.xml")
+    res = CliRunner().invoke(main, ["import", *map(str, dft_files), "-o", str(tmp_path / "dft.h5"),
+                                    "--ids-from", str(md), "--dt", "10"])
+    assert res.exit_code == 0, res.output
+    assert f"ids from {md}" in res.output
+    with TrajectoryReader(tmp_path / "dft.h5") as r:
+        np.testing.assert_array_equal(r.ids, ids)
+        assert r.fixed_core.center_id == core.center_id and r.fixed_core.rfix == 3.68
+        np.testing.assert_array_equal(r.fixed_core.core_ids, core.core_ids)
+    summary = json.loads((tmp_path / "dft.h5.summary.json").read_text())
+    assert summary["ids_from"] == str(md)
+
+    report = compare_files(md, tmp_path / "dft.h5", by="time")
+    assert report["n_frames"] == 3 and report["center"]["id"] == core.center_id
+    # without --ids-from the same import does not match the model's atoms
+    import_files(dft_files, tmp_path / "plain.h5", dt_fs=10)
+    from nlmd.errors import DataMismatchError
+
+    with pytest.raises(DataMismatchError):
+        compare_files(md, tmp_path / "plain.h5", by="time")
+
+
+def test_ids_from_errors(tmp_path):
+    summary = built_cell(tmp_path)
+    poscar = ase.io.read(tmp_path / "cell.POSCAR")
+    fixed_rows = [int(i) for i in poscar.constraints[0].get_indices()]
+    src = tmp_path / "vasprun.xml"
+    src.write_text(vasprun_xml([dft_of(poscar, 0)], fixed_rows, potim=1.0))
+    out = tmp_path / "o.h5"
+
+    with pytest.raises(InputError, match=r"--ids-from .*cell\.POSCAR: a POSCAR lists atoms element by element"):
+        import_files([src], out, ids_from=tmp_path / "cell.POSCAR")
+    (tmp_path / "other.json").write_text(json.dumps({"frames": 3}))
+    with pytest.raises(InputError, match=r"other\.json: not the JSON summary of `nlmd build`"):
+        import_files([src], out, ids_from=tmp_path / "other.json")
+    ase.io.write(tmp_path / "small.extxyz", rocksalt())
+    with pytest.raises(InputError, match=r"vasprun\.xml: frame 0 has 144 atoms but .*small\.extxyz \(extxyz\) describes 64"):
+        import_files([src], out, ids_from=tmp_path / "small.extxyz")
+    other = ase.io.read(tmp_path / "cell.extxyz")
+    other.numbers[-1] = 38  # 73 Sr + 71 O
+    ase.io.write(tmp_path / "other.extxyz", other)
+    with pytest.raises(InputError, match=r"frame 0 has 72 O atoms but .*other\.extxyz \(extxyz\) has 71"):
+        import_files([src], out, ids_from=tmp_path / "other.extxyz")
+    # rows not in the order --ids-from assumes: two Sr rows swapped, one of them fixed
+    swapped = poscar.copy()
+    mobile_sr = next(j for j in range(72) if j not in fixed_rows)
+    order = np.arange(len(poscar))
+    order[[0, mobile_sr]] = order[[mobile_sr, 0]]
+    swapped = swapped[order]
+    swapped.set_constraint(FixAtoms([int(np.flatnonzero(order == j)[0]) for j in fixed_rows]))
+    src.write_text(vasprun_xml([dft_of(swapped, 0)], [int(i) for i in swapped.constraints[0].get_indices()], potim=1.0))
+    with pytest.raises(InputError, match=r"vasprun\.xml: with the ids of .*cell\.json the fixed atoms \(19\) are not its fixed core"):
+        import_files([src], out, ids_from=tmp_path / "cell.json")
+    assert summary["n_core"] == 19
+    assert not out.exists() and not list(tmp_path.glob(".o.h5*"))

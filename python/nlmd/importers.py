@@ -5,7 +5,10 @@ Every format is read through :func:`ase.io.read` (nlmd has no parsers of its own
 
 Conventions (also in docs/trajectory-file.md):
 
-- atoms keep the order of the file and get ids 1..N; species are atomic numbers;
+- atoms keep the order of the file and get ids 1..N; species are atomic numbers. With ``ids_from``
+  (``--ids-from``) they get the ids of another description of the same cell instead and the rows are
+  ordered by id: the k-th atom of an element in the DFT file is the k-th atom (in id order) of that
+  element there (see :func:`load_id_map`);
 - steps are frame indices in the file (``--index ::10`` keeps every tenth frame and its original
   index); with several files the steps continue: the first frame of file k+1 gets the step after the
   last frame of file k (the count of *all* frames in file k, selected or not);
@@ -20,8 +23,10 @@ Conventions (also in docs/trajectory-file.md):
   :class:`~nlmd.h5md.FixedCore`: ``core_ids`` are their ids; ``center_id`` is the fixed atom nearest
   to the centroid of the fixed atoms, the centroid taken over the minimum images seen from that atom
   (so a core wrapped around the periodic boundary works); ``rfix`` is the largest distance from the centre
-  to a fixed atom, a *lower bound* of the R_fix the core was cut with. ``info["center_id"]`` (1-based)
-  and ``info["rfix"]`` in the file override the two;
+  to a fixed atom, a *lower bound* of the R_fix the core was cut with. ``info["center_id"]`` (1-based,
+  the file's own numbering) and ``info["rfix"]`` in the file override the two. With ``ids_from`` the
+  core is given in those ids; when the reference describes a core too, the fixed atoms must be exactly
+  its atoms, and its centre id and R_fix (the builder's, not a lower bound) are kept;
 - the output is written to a temporary file in the same directory and renamed at the end, so an error
   leaves nothing half-written.
 """
@@ -42,7 +47,8 @@ import numpy as np
 from nlmd.errors import InputError
 from nlmd.h5md import FixedCore, Frame, TrajectoryWriter
 
-__all__ = ["SOURCES", "ImportResult", "detect_format", "read_frames", "fixed_core_of", "import_files"]
+__all__ = ["SOURCES", "ImportResult", "IdMap", "detect_format", "read_frames", "fixed_core_of", "load_id_map",
+           "import_files"]
 
 #: ASE format names nlmd imports -> the /parameters ``source`` they are recorded as.
 SOURCES: dict[str, str] = {
@@ -73,6 +79,7 @@ class ImportResult:
     timestep_fs: float | None
     fixed_core: FixedCore | None
     frames_per_file: list[int] = field(default_factory=list)
+    ids_from: Path | None = None
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (the content of ``<output>.summary.json``)."""
@@ -93,6 +100,7 @@ class ImportResult:
             "energy": self.energy,
             "timestep_fs": self.timestep_fs,
             "fixed_core": core,
+            "ids_from": None if self.ids_from is None else str(self.ids_from),
         }
 
 
@@ -203,6 +211,136 @@ def fixed_core_of(atoms, path: Path | str = "<atoms>") -> FixedCore | None:
     return FixedCore(center_id=center_id, rfix=rfix, core_ids=ids)
 
 
+# --------------------------------------------------------------------------------------------------
+# ids from another description of the same cell
+# --------------------------------------------------------------------------------------------------
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass
+class IdMap:
+    """The atoms of a reference description of a cell: ids (ascending), their species, its fixed core.
+
+    :meth:`row_ids` gives the atoms of a DFT file these ids: the k-th atom of an element in the DFT file
+    is the k-th atom (in id order) of that element here. That is exact for files that list atoms in id
+    order and for POSCARs written by :func:`nlmd.structures.write_poscar` (grouped by element, each group
+    in id order): the only order a POSCAR of the cell can have without a table beside it.
+    """
+
+    path: Path
+    ids: np.ndarray  # (N,) int64, ascending
+    species: np.ndarray  # (N,) int32 atomic numbers of atoms ids[k]
+    fixed_core: FixedCore | None
+    kind: str
+
+    def row_ids(self, numbers: np.ndarray, where: str) -> np.ndarray:
+        """Atom id of every row of a file whose rows hold the species ``numbers``."""
+        from ase.data import chemical_symbols
+
+        numbers = np.asarray(numbers)
+        if numbers.size != self.ids.size:
+            raise InputError(
+                f"{where} has {numbers.size} atoms but {self.path} ({self.kind}) describes {self.ids.size}; "
+                "--ids-from must describe the same cell"
+            )
+        out = np.empty(numbers.size, dtype=np.int64)
+        for z in np.union1d(numbers, self.species):
+            rows = np.flatnonzero(numbers == z)
+            ids = self.ids[self.species == z]
+            if rows.size != ids.size:
+                raise InputError(
+                    f"{where} has {rows.size} {chemical_symbols[int(z)]} atoms but {self.path} ({self.kind}) has "
+                    f"{ids.size}; --ids-from must describe the same cell"
+                )
+            out[rows] = ids
+        return out
+
+
+def load_id_map(path: str | os.PathLike) -> IdMap:
+    """Read the ids and species of a cell from ``path`` (``nlmd import --ids-from``).
+
+    Accepted: the JSON summary ``nlmd build`` writes beside the cell (``cell.json``: ``poscar_ids`` and the
+    element counts give the species of every id); an nlmd trajectory file (frame 0: ids, species, fixed
+    core), e.g. the model's MD; any structure ASE reads with atoms in id order — extxyz, ``.traj``, LAMMPS
+    data (``.data``/``.lmp``, with its ids). A POSCAR is refused: it lists atoms by element, not by id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--ids-from {path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == _HDF5_SIGNATURE:
+        from nlmd.h5md import TrajectoryReader
+
+        with TrajectoryReader(path) as r:
+            if r.n_frames == 0:
+                raise InputError(f"--ids-from {path}: the trajectory holds no frame, so no ids")
+            return IdMap(path, r.ids.copy(), r.species.copy(), r.fixed_core, "trajectory")
+    if path.suffix.lower() == ".json":
+        return _ids_from_build_summary(path)
+    return _ids_from_structure(path)
+
+
+def _ids_from_build_summary(path: Path) -> IdMap:
+    from ase.data import atomic_numbers
+
+    try:
+        summary = json.loads(path.read_text())
+        rows = np.asarray(summary["poscar_ids"], dtype=np.int64)
+        params = summary["parameters"]
+        counts = {params["cation"]: int(params["n_cation"]), params["anion"]: int(params["n_anion"])}
+        elements = list(summary["elements"])
+        numbers = [atomic_numbers[e] for e in elements]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(
+            f"--ids-from {path}: not the JSON summary of `nlmd build` (cell.json with poscar_ids, elements and "
+            f"parameters; {type(exc).__name__}: {exc})"
+        ) from exc
+    n = rows.size
+    if sorted(rows.tolist()) != list(range(1, n + 1)) or sum(counts.values()) != n:
+        raise InputError(f"--ids-from {path}: poscar_ids is not a permutation of the ids 1..{n} of the cell")
+    species = np.empty(n, dtype=np.int32)
+    # write_poscar's rows: the elements in this order, each in id order; poscar_ids[k] is the id of row k+1
+    species[rows - 1] = np.repeat(numbers, [counts[e] for e in elements])
+    core = None
+    if "core_ids" in summary and "center_id" in summary:
+        core = FixedCore(center_id=int(summary["center_id"]), rfix=float(params["rfix"]),
+                         core_ids=np.asarray(summary["core_ids"], dtype=np.int64))
+    return IdMap(path, np.arange(1, n + 1, dtype=np.int64), species, core, "nlmd build summary")
+
+
+def _ids_from_structure(path: Path) -> IdMap:
+    import ase.io
+    from ase.io.formats import UnknownFileTypeError, filetype
+
+    fmt = "lammps-data" if path.suffix.lower() in (".data", ".lmp") else None
+    if fmt is None:
+        try:
+            fmt = filetype(str(path))
+        except (UnknownFileTypeError, OSError, ValueError) as exc:
+            raise InputError(f"--ids-from {path}: cannot tell the file format ({exc})") from exc
+    if fmt == "vasp":
+        raise InputError(
+            f"--ids-from {path}: a POSCAR lists atoms element by element, not in id order; give the JSON "
+            "summary `nlmd build` wrote beside it (cell.json), its .extxyz or .data file, or the model's "
+            "trajectory file"
+        )
+    try:
+        atoms = ase.io.read(path, index=0, format=fmt)
+    except Exception as exc:  # noqa: BLE001 - any parser failure becomes one line for the user
+        raise InputError(f"--ids-from {path}: ASE cannot read it as {fmt} ({type(exc).__name__}: {exc})") from exc
+    n = len(atoms)
+    ids = np.asarray(atoms.arrays["id"], dtype=np.int64) if "id" in atoms.arrays else np.arange(1, n + 1)
+    if np.unique(ids).size != n:
+        raise InputError(f"--ids-from {path}: the atom ids are not unique")
+    core = fixed_core_of(atoms, path)
+    if core is not None:  # fixed_core_of numbers atoms by row
+        core = FixedCore(center_id=int(ids[core.center_id - 1]), rfix=core.rfix, core_ids=ids[core.core_ids - 1])
+    order = np.argsort(ids, kind="stable")
+    return IdMap(path, ids[order], atoms.numbers[order].astype(np.int32), core, fmt)
+
+
 def _file_timestep(path: Path, images: list, fmt: str) -> float | None:
     """The MD time step (fs) the file carries, or None."""
     values = set()
@@ -271,13 +409,16 @@ def import_files(
     index: str = ":",
     dt_fs: float | None = None,
     command: str | None = None,
+    ids_from: str | os.PathLike | None = None,
 ) -> ImportResult:
     """Import DFT frames from ``files`` (in order) into the trajectory file ``output``.
 
     ``format`` overrides ASE's detection for every file; ``index`` (ASE syntax, e.g. ``":"``,
     ``"-1"``, ``"10:200:5"``) selects frames in each file; ``dt_fs`` is the MD time step in fs when
-    the files carry none. Raises :class:`~nlmd.errors.InputError` naming the file and frame for any
-    bad input; ``output`` is then left untouched.
+    the files carry none; ``ids_from`` (a file :func:`load_id_map` reads, e.g. the model's trajectory or
+    ``nlmd build``'s cell.json) gives the atoms its ids, rows then in id order. Raises
+    :class:`~nlmd.errors.InputError` naming the file and frame for any bad input; ``output`` is then
+    left untouched.
     """
     from ase.units import fs as ase_fs
 
@@ -287,6 +428,8 @@ def import_files(
     output = Path(output)
     if dt_fs is not None and not (math.isfinite(dt_fs) and dt_fs > 0):
         raise InputError(f"--dt must be a positive number of fs, got {dt_fs}")
+
+    idmap = load_id_map(ids_from) if ids_from is not None else None
 
     # read and check everything first (DFT outputs are small), then write
     read: list[_FileFrames] = []
@@ -362,6 +505,16 @@ def import_files(
                 f"({c.core_ids.size} vs {core.core_ids.size} atoms)"
             )
 
+    # atom ids: 1..N in file order, or those of --ids-from (rows then reordered by id)
+    if idmap is None:
+        row_ids = np.arange(1, n_atoms + 1, dtype=np.int64)
+    else:
+        row_ids = idmap.row_ids(numbers, f"{first.path}: frame {first.indices[0]}")
+        if core is not None:
+            core = _mapped_core(core, row_ids, idmap, core_file)
+    order = np.argsort(row_ids, kind="stable")
+    ids = row_ids[order]
+
     energy_kind = "free_energy" if have_free else ("energy" if have_energy else "none")
     if not have_energy and any(_energy(a, False) is not None for _, _, a, _ in checked):
         ff, i, _, _ = next(c for c in checked if _energy(c[2], False) is None)
@@ -379,11 +532,12 @@ def import_files(
         "timestep_fs": float(dt) if dt is not None else float("nan"),
         "timestep_source": "file" if dt_file is not None else ("option" if dt_fs is not None else "none"),
     }
+    if idmap is not None:
+        parameters["ids_from"] = str(idmap.path)
     if command:
         parameters["command"] = command
     boundary = tuple("periodic" if p else "none" for p in ref.pbc)
 
-    ids = np.arange(1, n_atoms + 1, dtype=np.int64)
     output.parent.mkdir(parents=True, exist_ok=True)
     # a unique hidden name beside the output (same file system, so the final rename is atomic); created
     # by HDF5 itself so the file gets the user's usual permissions
@@ -405,18 +559,18 @@ def import_files(
                     obs["potential_energy"] = _energy(atoms, energy_kind == "free_energy")  # type: ignore[assignment]
                 velocities = None
                 if with_velocities:
-                    velocities = atoms.get_velocities() * (ase_fs * 1000.0)  # ASE units -> Angstrom/ps
+                    velocities = atoms.get_velocities()[order] * (ase_fs * 1000.0)  # ASE units -> Angstrom/ps
                 writer.write(
                     Frame(
                         step=step,
                         time=step * dt * 1e-3 if dt is not None else float("nan"),
                         box=np.asarray(atoms.cell.array, dtype=np.float64),
                         ids=ids,
-                        species=numbers,
-                        positions=np.asarray(atoms.positions, dtype=np.float64),
-                        forces=forces,
+                        species=numbers[order],
+                        positions=np.asarray(atoms.positions, dtype=np.float64)[order],
+                        forces=forces[order],
                         velocities=velocities,
-                        energies=_per_atom_energies(atoms) if with_energies else None,
+                        energies=_per_atom_energies(atoms)[order] if with_energies else None,
                         observables=obs,
                     )
                 )
@@ -435,4 +589,28 @@ def import_files(
         timestep_fs=dt,
         fixed_core=core,
         frames_per_file=[len(ff.indices) for ff in read],
+        ids_from=None if idmap is None else idmap.path,
     )
+
+
+def _mapped_core(core: FixedCore, row_ids: np.ndarray, idmap: IdMap, core_file: Path | None) -> FixedCore:
+    """The fixed core found in a DFT file (rows numbered 1..N) in the ids of ``idmap``.
+
+    When the reference describes a core, the fixed atoms must be exactly its atoms; its centre and R_fix
+    (the builder's, not a lower bound) are then kept.
+    """
+    mapped = FixedCore(center_id=int(row_ids[core.center_id - 1]), rfix=core.rfix,
+                       core_ids=row_ids[core.core_ids - 1])
+    ref = idmap.fixed_core
+    if ref is None:
+        return mapped
+    if not np.array_equal(mapped.core_ids, ref.core_ids):
+        extra = np.setdiff1d(mapped.core_ids, ref.core_ids)
+        missing = np.setdiff1d(ref.core_ids, mapped.core_ids)
+        example = f"id {extra[0]} is fixed but not in its core" if extra.size else f"id {missing[0]} of its core is not fixed"
+        raise InputError(
+            f"{core_file}: with the ids of {idmap.path} the fixed atoms ({mapped.core_ids.size}) are not its fixed "
+            f"core ({ref.core_ids.size} atoms; {example}); the DFT file must list the atoms of each element in "
+            "id order, as the POSCAR of `nlmd build` does"
+        )
+    return FixedCore(center_id=ref.center_id, rfix=ref.rfix, core_ids=ref.core_ids)
