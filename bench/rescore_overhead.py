@@ -12,9 +12,10 @@ per frame) and, in this one process:
 
 Inside the rescore the ``run 0`` of every frame is timed too, so the overhead per frame (frame time
 minus its own ``run 0``) does not depend on the load of a shared machine drifting between two loops.
+Both are also taken as CPU time of the process, which does not count the time other jobs hold the cores.
 The rescore and the bare loop are alternated ``--repeat`` times; medians and means per frame are
-printed, both overheads (frame - its run 0, and rescore - bare loop) and, last, the ratio of the
-medians rescore / its ``run 0``.
+printed, the overheads (frame - its run 0, wall and CPU; rescore - bare loop) and, last, the ratio of
+the mean wall-clock times rescore / its ``run 0``.
 
     python bench/rescore_overhead.py [--frames 200] [--repeat 3] [--potential DIR] [--tiny-sevenn]
 
@@ -59,39 +60,44 @@ def write_frames(path: Path, frames: int) -> None:
                           positions=pos))
 
 
-def time_rescore(frames_path: Path, potential: Path, out: Path) -> tuple[list[float], list[float]]:
-    """Seconds per frame of rescore_file and of the ``run 0`` inside each frame, frames 2..F.
+def time_rescore(frames_path: Path, potential: Path, out: Path) -> dict[str, list[float]]:
+    """Seconds per frame of rescore_file and of the ``run 0`` inside each frame, frames 2..F, as wall
+    clock ("frame", "run0") and as CPU time of this process ("frame_cpu", "run0_cpu").
 
     ``run 0`` is timed by wrapping :func:`nlmd.runtime.commands` (the evaluator imports it per call), so
     frame time and force time come from the same frame at the same moment: load on a shared machine
-    shifts both alike.
+    shifts both alike, and CPU time does not count the time other jobs hold the cores.
     """
     import nlmd.runtime
     from nlmd.rescore import rescore_file
 
     original = nlmd.runtime.commands
-    run0: list[float] = []
+    run0: list[tuple[float, float]] = []
 
     def timed(lmp, text, **kwargs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return original(lmp, text, **kwargs)
         finally:
             if text == "run 0 post no":
-                run0.append(time.perf_counter() - t)
+                run0.append((time.perf_counter() - t, time.process_time() - c))
 
-    stamps: list[float] = []
+    stamps: list[tuple[float, float]] = []
     nlmd.runtime.commands = timed
     try:
         rescore_file(frames_path, potential, out, force=True,
-                     progress=lambda done, total: stamps.append(time.perf_counter()))
+                     progress=lambda done, total: stamps.append((time.perf_counter(), time.process_time())))
     finally:
         nlmd.runtime.commands = original
     # the first frame sets LAMMPS up (its run 0 is part of a longer command and is not timed here):
     # frames 2..F each have one stamp difference and one run 0
-    frames = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert len(run0) == len(frames), (len(run0), len(frames))
-    return frames, run0
+    assert len(run0) == len(stamps) - 1, (len(run0), len(stamps))
+    return {
+        "frame": [b[0] - a[0] for a, b in zip(stamps, stamps[1:])],
+        "frame_cpu": [b[1] - a[1] for a, b in zip(stamps, stamps[1:])],
+        "run0": [r[0] for r in run0],
+        "run0_cpu": [r[1] for r in run0],
+    }
 
 
 def time_bare_run0(frames_path: Path, potential: Path, n: int) -> list[float]:
@@ -142,29 +148,28 @@ def main() -> None:
         potential = tiny_sevenn(tmp) if args.tiny_sevenn else args.potential
         frames_path = tmp / "frames.h5"
         write_frames(frames_path, args.frames)
-        rescore_s: list[float] = []
-        inner_s: list[float] = []
-        bare_s: list[float] = []
+        times: dict[str, list[float]] = {"frame": [], "frame_cpu": [], "run0": [], "run0_cpu": [], "bare": []}
         for _ in range(args.repeat):
-            frame_s, run0_s = time_rescore(frames_path, potential, tmp / "out.h5")
-            rescore_s += frame_s
-            inner_s += run0_s
-            bare_s += time_bare_run0(frames_path, potential, args.frames - 1)
+            for key, values in time_rescore(frames_path, potential, tmp / "out.h5").items():
+                times[key] += values
+            times["bare"] += time_bare_run0(frames_path, potential, args.frames - 1)
 
-    ms = lambda xs: (statistics.median(xs) * 1e3, statistics.fmean(xs) * 1e3)  # noqa: E731
-    r_med, r_mean = ms(rescore_s)
-    i_med, i_mean = ms(inner_s)
-    b_med, b_mean = ms(bare_s)
-    o_med, o_mean = ms([a - b for a, b in zip(rescore_s, inner_s)])
+    def ms(xs: list[float]) -> str:
+        return f"median {statistics.median(xs) * 1e3:8.2f} ms   mean {statistics.fmean(xs) * 1e3:8.2f} ms"
+
+    over = [a - b for a, b in zip(times["frame"], times["run0"])]
+    over_cpu = [a - b for a, b in zip(times["frame_cpu"], times["run0_cpu"])]
     load = os.getloadavg()[0]
     print(f"potential: {potential.name}; 144 atoms, {args.frames} frames x {args.repeat} repeats; "
           f"load average {load:.1f} on {os.cpu_count()} CPUs")
-    print(f"rescore per frame               median {r_med:8.2f} ms   mean {r_mean:8.2f} ms")
-    print(f"  its `run 0` (force evaluation) median {i_med:8.2f} ms   mean {i_mean:8.2f} ms")
-    print(f"bare `run 0` loop, same set-up   median {b_med:8.2f} ms   mean {b_mean:8.2f} ms")
-    print(f"overhead: frame - its run 0      median {o_med:8.2f} ms   mean {o_mean:8.2f} ms   (target <= {TARGET_MS:g} ms)")
-    print(f"overhead: rescore - bare loop    median {r_med - b_med:8.2f} ms   mean {r_mean - b_mean:8.2f} ms")
-    print(f"ratio rescore / its run 0 (medians): {r_med / i_med:.3f}")
+    print(f"rescore per frame, wall clock       {ms(times['frame'])}")
+    print(f"  its `run 0` (force evaluation)    {ms(times['run0'])}")
+    print(f"bare `run 0` loop, same set-up      {ms(times['bare'])}")
+    print(f"overhead (frame - its run 0), wall  {ms(over)}   (target <= {TARGET_MS:g} ms)")
+    print(f"overhead (frame - its run 0), CPU   {ms(over_cpu)}")
+    print(f"overhead (rescore - bare loop)      median {(statistics.median(times['frame']) - statistics.median(times['bare'])) * 1e3:8.2f} ms")
+    ratio = statistics.fmean(times["frame"]) / statistics.fmean(times["run0"])
+    print(f"ratio rescore / its run 0 (mean wall-clock times per frame): {ratio:.3f}")
 
 
 if __name__ == "__main__":
