@@ -332,3 +332,26 @@ def test_simulation_error_names_the_step(tmp_path, monkeypatch):
     with pytest.raises(SimulationError, match=r"frames\.h5: step 20: LAMMPS stopped with: ERROR: simulated"):
         rescore_file(src, RIGID_ION, tmp_path / "out.h5")
     assert leftovers(tmp_path, {"frames.h5"}) == []
+
+
+def test_rescore_of_nlmd_run_with_its_own_potential_gives_its_forces(tmp_path):
+    """End to end: the MD file of `nlmd run` with the rigid-ion potential, rescored with the same
+    potential, has the same forces, per-atom and total energies (and compare agrees)."""
+    from nlmd.compare import compare_files
+
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "nlmd"), "run", str(REPO / "lammps_inputs" / "sro_rfix.in"),
+         "-o", "md.h5", "-v", "potential", str(RIGID_ION), "-v", "rfix", "3.68", "-v", "time", "0.03",
+         "--every", "10", "--quiet"],
+        cwd=tmp_path, env=lmp_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rescore_file(tmp_path / "md.h5", RIGID_ION, tmp_path / "ref.h5")
+    with TrajectoryReader(tmp_path / "md.h5") as md, TrajectoryReader(tmp_path / "ref.h5") as ref:
+        assert md.n_frames == ref.n_frames == 4
+        assert_close(ref.read("force"), md.read("force"), 1e-9, "forces (eV/A)")
+        assert_close(ref.read("energies"), md.read("energies"), 1e-9, "per-atom energies (eV)")
+        assert_close(ref.observable("potential_energy"), md.observable("potential_energy"), 1e-8, "energy (eV)")
+        assert ref.fixed_core.center_id == md.fixed_core.center_id
+    report = compare_files(tmp_path / "ref.h5", tmp_path / "md.h5")
+    assert report["n_frames"] == 4 and report["all"]["force_rmse"] < 1e-9
