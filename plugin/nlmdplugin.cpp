@@ -2,14 +2,14 @@
    LAMMPS auto-loads files ending in "plugin.so" from LAMMPS_PLUGIN_PATH. */
 #include "lammpsplugin_abi.h"
 
-#include "pair_e3gnn_checked.h"
+#include "pair_e3gnn_nlmd.h"
 #include "pair_e3gnn_parallel.h"
 
 using namespace LAMMPS_NS;
 
 static Pair *e3gnn_creator(LAMMPS *lmp)
 {
-  return new PairE3GNNChecked(lmp);
+  return new PairE3GNNnlmd(lmp);
 }
 
 static Pair *e3gnn_parallel_creator(LAMMPS *lmp)
@@ -25,7 +25,7 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.version = NLMD_LAMMPS_VERSION;
   plugin.style = "pair";
   plugin.name = "e3gnn";
-  plugin.info = "e3gnn: SevenNet " NLMD_SEVENN_VERSION " serial pair style (nlmd plugin)";
+  plugin.info = "e3gnn: SevenNet serial deployment on one MPI rank (nlmd plugin)";
   plugin.author = "nlmd developers; SevenNet pair style by Yutack Park (SNU)";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &e3gnn_creator;
   plugin.handle = handle;

@@ -1,0 +1,402 @@
+/* pair_style e3gnn, nlmd's own serial SevenNet pair style: see pair_e3gnn_nlmd.h and docs/performance.md. */
+#include "pair_e3gnn_nlmd.h"
+
+#include "atom.h"
+#include "comm.h"
+#include "error.h"
+#include "force.h"
+#include "memory.h"
+#include "model_metadata.h"
+#include "neigh_list.h"
+#include "neighbor.h"
+#include "platform.h"
+#include "utils.h"
+
+#include <ATen/Parallel.h>
+#include <torch/torch.h>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using namespace LAMMPS_NS;
+
+// defined in SevenNet's pair_e3gnn_oeq_autograd.cpp (compiled into the same plugin for e3gnn/parallel)
+extern void pair_e3gnn_oeq_register_autograd();
+
+namespace {
+
+const auto kLong = torch::TensorOptions().dtype(torch::kInt64);
+const auto kFloat = torch::TensorOptions().dtype(torch::kFloat32);
+
+// a positive integer from an environment variable ("4", or the first entry of OpenMP's "4,2"), else 0
+int env_threads(const char *name)
+{
+  const char *v = std::getenv(name);
+  if (!v || !*v) return 0;
+  char *end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  return (end != v && n > 0 && n < 100000) ? (int) n : 0;
+}
+
+// CPUs this process may run on (its affinity mask), at least 1
+int cpus_of_process()
+{
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
+}
+
+}    // namespace
+
+PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : Pair(lmp), device(torch::kCPU)
+{
+  single_enable = 0;
+  restartinfo = 0;
+  one_coeff = 1;
+  manybody_flag = 1;
+  no_virial_fdotr_compute = 1;    // the virial comes from the edge vectors, see compute()
+  centroidstressflag = CENTROID_NOTAVAIL;
+}
+
+PairE3GNNnlmd::~PairE3GNNnlmd()
+{
+  if (allocated) {
+    memory->destroy(setflag);
+    memory->destroy(cutsq);
+    memory->destroy(map);
+  }
+}
+
+void PairE3GNNnlmd::allocate()
+{
+  allocated = 1;
+  const int n = atom->ntypes;
+  memory->create(setflag, n + 1, n + 1, "pair:setflag");
+  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
+  memory->create(map, n + 1, "pair:map");
+  for (int i = 0; i <= n; i++) {
+    map[i] = -1;
+    for (int j = 0; j <= n; j++) setflag[i][j] = 0;
+  }
+}
+
+void PairE3GNNnlmd::require_single_rank()
+{
+  // the graph holds local atoms only (ghosts folded onto their owners by tag): on several ranks every edge
+  // that crosses a subdomain would be lost
+  if (comm->nprocs > 1)
+    error->all(FLERR,
+               "pair_style e3gnn runs on one MPI rank only and this run has {} ranks: use "
+               "pair_style e3gnn/parallel with a parallel deployment (nlmd deploy writes deployed_parallel/; "
+               "pair_coeff * * <num_layers> <deployed_parallel dir> <elements>)",
+               comm->nprocs);
+}
+
+void PairE3GNNnlmd::settings(int narg, char **arg)
+{
+  require_single_rank();
+  threads_keyword = 0;
+  int iarg = 0;
+  while (iarg < narg) {
+    if (strcmp(arg[iarg], "threads") == 0 && iarg + 1 < narg) {
+      threads_keyword = utils::inumeric(FLERR, arg[iarg + 1], false, lmp);
+      if (threads_keyword < 1) error->all(FLERR, "pair_style e3gnn threads: expected a number >= 1");
+      iarg += 2;
+    } else {
+      error->all(FLERR,
+                 "Illegal pair_style e3gnn argument '{}': expected `pair_style e3gnn` or `pair_style e3gnn "
+                 "threads <N>` (the model is given by pair_coeff * * <deployed_serial.pt> <elements>)",
+                 arg[iarg]);
+    }
+  }
+}
+
+/* torch's intra-op threads. Inside LAMMPS, libtorch's OpenMP calls resolve to the OpenMP runtime LAMMPS
+   loaded first, which LAMMPS sets to one thread when OMP_NUM_THREADS is unset; torch would then run the
+   model on one core. Take the count from, in order: `pair_style e3gnn threads N`, NLMD_TORCH_THREADS,
+   OMP_NUM_THREADS, and else every CPU of this process (one rank: no other rank shares them). */
+void PairE3GNNnlmd::choose_threads()
+{
+  int n;
+  if (threads_keyword > 0) {
+    n = threads_keyword;
+    threads_origin = "pair_style keyword threads";
+  } else if ((n = env_threads("NLMD_TORCH_THREADS")) > 0) {
+    threads_origin = "NLMD_TORCH_THREADS";
+  } else if ((n = env_threads("OMP_NUM_THREADS")) > 0) {
+    threads_origin = "OMP_NUM_THREADS";
+  } else {
+    n = cpus_of_process();
+    threads_origin = "all CPUs of the process; set NLMD_TORCH_THREADS or `pair_style e3gnn threads N` to change";
+  }
+  nthreads = n;
+}
+
+void PairE3GNNnlmd::apply_threads()
+{
+  if (at::get_num_threads() != nthreads) at::set_num_threads(nthreads);
+}
+
+void PairE3GNNnlmd::load_model(const std::string &path, bool oeq)
+{
+  if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA);
+  try {
+    model = torch::jit::load(path, device);
+    model.eval();
+  } catch (const c10::Error &e) {
+    error->all(FLERR, "pair_style e3gnn cannot load {}: {}", path, e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style e3gnn cannot load {}: {}", path, e.what());
+  }
+  if (oeq) pair_e3gnn_oeq_register_autograd();    // so that autograd::grad works through its kernels
+  // The graph changes size at every step: the profiling executor would re-specialise and re-optimise for
+  // new shapes (seconds each time). Run the model as scripted, like SevenNet's own styles do. The setting
+  // is process-wide, and e3gnn/parallel sets the same.
+  torch::jit::setGraphExecutorOptimize(false);
+  model_path = path;
+  loaded = true;
+}
+
+torch::IValue PairE3GNNnlmd::run_model(const torch::Tensor &species, const torch::Tensor &edge_index,
+                                       const torch::Tensor &edge_vec, int64_t natoms)
+{
+  auto num_atoms = torch::full({1}, natoms, kLong);
+  torch::Dict<std::string, torch::Tensor> in;
+  in.insert("x", species.to(device));
+  in.insert("edge_index", edge_index.to(device));
+  in.insert("edge_vec", edge_vec);
+  in.insert("num_atoms", num_atoms.to(device));
+  in.insert("nlocal", num_atoms);
+  std::vector<torch::IValue> args{in};
+  return model.forward(args);
+}
+
+/* The first calls of a TorchScript module build its execution plan and the autograd graph functions, and
+   the first kernels allocate their workspaces: on SevenNet-0 the first MD steps were many times slower than
+   the following ones. Do that work here, at load time, on a small graph of the pair_coeff species. */
+void PairE3GNNnlmd::warm_up()
+{
+  std::vector<int64_t> sp;
+  for (int t = 1; t <= atom->ntypes; ++t) sp.push_back(map[t]);
+  while (sp.size() < 4) sp.push_back(sp[sp.size() % std::max<size_t>(1, atom->ntypes)]);
+  const int64_t n = (int64_t) sp.size();
+  std::vector<int64_t> src, dst;
+  std::vector<float> vec;
+  const float r = (float) (0.45 * cutoff);
+  for (int64_t a = 0; a < n; ++a)
+    for (int64_t b = 0; b < n; ++b) {
+      if (a == b) continue;
+      src.push_back(a);
+      dst.push_back(b);
+      vec.push_back(r * (float) (1 + (a + b) % 2));
+      vec.push_back(0.1f * (float) (b - a));
+      vec.push_back(0.05f * (float) (a * b));
+    }
+  const int64_t ne = (int64_t) src.size();
+  auto species = torch::from_blob(sp.data(), {n}, kLong);
+  auto edge_index = torch::stack({torch::from_blob(src.data(), {ne}, kLong), torch::from_blob(dst.data(), {ne}, kLong)});
+  try {
+    for (int k = 0; k < 3; ++k) {
+      auto ev = torch::from_blob(vec.data(), {ne, 3}, kFloat).to(device).clone().requires_grad_(true);
+      auto out = run_model(species, edge_index, ev, n).toGenericDict();
+      auto e = out.at("inferred_total_energy").toTensor().sum();
+      torch::autograd::grad({e}, {ev});
+    }
+  } catch (const c10::Error &e) {
+    error->all(FLERR, "pair_style e3gnn: {} fails on a test graph: {}", model_path, e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style e3gnn: {} fails on a test graph: {}", model_path, e.what());
+  }
+}
+
+void PairE3GNNnlmd::coeff(int narg, char **arg)
+{
+  require_single_rank();
+  if (allocated) error->all(FLERR, "pair_coeff e3gnn was given twice: give it once, as pair_coeff * * ...");
+  if (narg < 4 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
+    error->all(FLERR,
+               "Incorrect pair_coeff for e3gnn: expected `pair_coeff * * <deployed_serial.pt> <element of "
+               "type 1> <element of type 2> ...`");
+
+  const std::string path = arg[2];
+  nlmd::ModelMetadata meta;
+  try {
+    meta = nlmd::read_model_metadata(path);
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style e3gnn cannot use the model: {}", e.what());
+  }
+  if (meta.get("model_type") != "E3_equivariant_model")
+    error->all(FLERR, "pair_style e3gnn: {} has model_type '{}', expected 'E3_equivariant_model'", path,
+               meta.get("model_type"));
+  if (!meta.get("comm_size", "").empty())
+    error->all(FLERR,
+               "pair_style e3gnn: {} is one layer of a parallel deployment; use pair_style e3gnn/parallel, "
+               "or deployed_serial.pt with e3gnn",
+               path);
+  const std::string dtype = meta.get("dtype", "single");
+  if (dtype != "single" && dtype != "float32")
+    error->all(FLERR, "pair_style e3gnn: {} is a '{}' precision model; e3gnn runs single precision models",
+               path, dtype);
+
+  std::vector<std::string> elements(arg + 3, arg + narg);
+  if ((int) elements.size() != atom->ntypes)
+    error->all(FLERR,
+               "pair_coeff e3gnn lists {} element(s) but the system has {} atom type(s): give exactly one "
+               "element per atom type, in type order",
+               elements.size(), atom->ntypes);
+  const std::string bad = nlmd::check_species(meta, elements);
+  if (!bad.empty()) error->all(FLERR, "pair_coeff e3gnn: {}", bad);
+
+  allocate();
+  for (size_t t = 0; t < elements.size(); ++t)
+    for (size_t s = 0; s < meta.species.size(); ++s)
+      if (meta.species[s] == elements[t]) map[t + 1] = (int) s;
+  cutoff = meta.cutoff;
+  cutoff_sq = cutoff * cutoff;
+  for (int i = 1; i <= atom->ntypes; i++)
+    for (int j = 1; j <= atom->ntypes; j++) {
+      setflag[i][j] = 1;
+      cutsq[i][j] = cutoff_sq;
+    }
+
+  choose_threads();
+  apply_threads();
+  const double t0 = platform::walltime();
+  load_model(path, meta.get("oeq", "no") == "yes");
+  const double t1 = platform::walltime();
+  warm_up();
+  const double t2 = platform::walltime();
+
+  std::string types;
+  for (size_t i = 0; i < elements.size(); ++i) types += fmt::format(" {}={}", i + 1, elements[i]);
+  if (comm->me == 0)
+    utils::logmesg(lmp,
+                   "e3gnn: model {} (SevenNet {}, {} precision, cutoff {} A, {} species, deployed {}); "
+                   "types:{}\n"
+                   "e3gnn: {} on {}, {} torch thread(s) ({}); loaded in {:.2f} s, warmed up in {:.2f} s\n",
+                   path, meta.get("version"), meta.get("dtype"), meta.cutoff, meta.species.size(),
+                   meta.get("time"), types, "nlmd pair style", device.is_cuda() ? "CUDA" : "CPU", nthreads,
+                   threads_origin, t1 - t0, t2 - t1);
+}
+
+void PairE3GNNnlmd::init_style()
+{
+  require_single_rank();
+  neighbor->add_request(this, NeighConst::REQ_FULL);
+}
+
+double PairE3GNNnlmd::init_one(int, int)
+{
+  return cutoff;
+}
+
+void PairE3GNNnlmd::compute(int eflag, int vflag)
+{
+  ev_init(eflag, vflag);
+  if (!loaded) error->all(FLERR, "pair_style e3gnn: no model loaded (pair_coeff missing)");
+  apply_threads();
+
+  double **x = atom->x;
+  double **f = atom->f;
+  const int *type = atom->type;
+  const tagint *tag = atom->tag;
+  const int nall = atom->nlocal + atom->nghost;
+  const int inum = list->inum;
+  const int *ilist = list->ilist;
+  const int *numneigh = list->numneigh;
+  int **firstneigh = list->firstneigh;
+
+  // graph nodes: the atoms of the neighbour list, in its order; tag -> node index for folding ghosts
+  tagint maxtag = 0;
+  for (int k = 0; k < nall; ++k) maxtag = std::max(maxtag, tag[k]);
+  local_of_tag.assign((size_t) maxtag + 1, -1);
+  node_species.resize(inum);
+  for (int ii = 0; ii < inum; ++ii) {
+    const int i = ilist[ii];
+    local_of_tag[tag[i]] = ii;
+    node_species[ii] = map[type[i]];
+  }
+
+  edge_src.clear();
+  edge_dst.clear();
+  edge_vec.clear();
+  for (int ii = 0; ii < inum; ++ii) {
+    const int i = ilist[ii];
+    const double xi = x[i][0], yi = x[i][1], zi = x[i][2];
+    const int *jlist = firstneigh[i];
+    const int jnum = numneigh[i];
+    for (int jj = 0; jj < jnum; ++jj) {
+      const int j = jlist[jj] & NEIGHMASK;
+      const double dx = x[j][0] - xi, dy = x[j][1] - yi, dz = x[j][2] - zi;
+      if (dx * dx + dy * dy + dz * dz >= cutoff_sq) continue;
+      const int node_j = local_of_tag[tag[j]];
+      if (node_j < 0) continue;    // not an atom of the list (neigh_modify include)
+      edge_src.push_back(ii);
+      edge_dst.push_back(node_j);
+      edge_vec.push_back((float) dx);
+      edge_vec.push_back((float) dy);
+      edge_vec.push_back((float) dz);
+    }
+  }
+  const int64_t ne = (int64_t) edge_src.size();
+
+  auto species = torch::from_blob(node_species.data(), {inum}, kLong);
+  auto edge_index = torch::empty({2, ne}, kLong);
+  if (ne) {
+    std::memcpy(edge_index.data_ptr<int64_t>(), edge_src.data(), ne * sizeof(int64_t));
+    std::memcpy(edge_index.data_ptr<int64_t>() + ne, edge_dst.data(), ne * sizeof(int64_t));
+  }
+  torch::Tensor ev = torch::from_blob(edge_vec.data(), {ne, 3}, kFloat);
+  ev = device.is_cpu() ? ev.detach().requires_grad_(true) : ev.to(device).requires_grad_(true);
+
+  torch::Tensor energy, dedr, atomic_energy;
+  try {
+    auto out = run_model(species, edge_index, ev, inum).toGenericDict();
+    energy = out.at("inferred_total_energy").toTensor().squeeze();
+    if (eflag_atom) atomic_energy = out.at("atomic_energy").toTensor().detach().to(torch::kCPU).reshape({inum});
+    dedr = torch::autograd::grad({energy}, {ev})[0].to(torch::kCPU).contiguous();
+  } catch (const c10::Error &e) {
+    error->one(FLERR, "pair_style e3gnn: the model {} failed on {} atoms and {} edges: {}", model_path, inum,
+               ne, e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    error->one(FLERR, "pair_style e3gnn: the model {} failed on {} atoms and {} edges: {}", model_path, inum,
+               ne, e.what());
+  }
+
+  if (eflag_global) eng_vdwl += energy.detach().to(torch::kCPU).item<double>();
+
+  // F_src += dE/dr, F_dst -= dE/dr (r = x_dst - x_src); virial W_ab = -sum_edges r_a dE/dr_b, per atom on dst
+  const float *g = dedr.data_ptr<float>();
+  const float *r = edge_vec.data();
+  double v[6] = {0, 0, 0, 0, 0, 0};
+  for (int64_t e = 0; e < ne; ++e) {
+    const double gx = g[3 * e], gy = g[3 * e + 1], gz = g[3 * e + 2];
+    const int i = ilist[edge_src[e]], j = ilist[edge_dst[e]];
+    f[i][0] += gx;
+    f[i][1] += gy;
+    f[i][2] += gz;
+    f[j][0] -= gx;
+    f[j][1] -= gy;
+    f[j][2] -= gz;
+    if (vflag_either) {
+      const double rx = r[3 * e], ry = r[3 * e + 1], rz = r[3 * e + 2];
+      const double w[6] = {-rx * gx, -ry * gy, -rz * gz, -rx * gy, -rz * gx, -ry * gz};
+      for (int k = 0; k < 6; ++k) v[k] += w[k];
+      if (vflag_atom)
+        for (int k = 0; k < 6; ++k) vatom[j][k] += w[k];
+    }
+  }
+  if (vflag_global)
+    for (int k = 0; k < 6; ++k) virial[k] += v[k];
+
+  if (eflag_atom) {
+    const float *ea = atomic_energy.data_ptr<float>();
+    for (int ii = 0; ii < inum; ++ii) eatom[ilist[ii]] += ea[ii];
+  }
+}
