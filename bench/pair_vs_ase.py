@@ -12,7 +12,9 @@ For each model (a tiny random SevenNet and SevenNet-0) and each cell (displaced 
   floor   the model alone on a graph built once (SevenNet's own graph builder), in the ASE process:
           floor_ts    = the deployed TorchScript file (what LAMMPS runs): forward + d(energy)/d(edge_vec),
           floor_eager = SevenNet's Python model as the calculator holds it: forward incl. forces and stress.
-          The floor is the smaller of the two.
+          The floor is the smaller of the two. Also timed, as a lever not taken: floor_ts_opt, the same file
+          under torch's default profiling executor (graph optimisation on) on this fixed graph - a best case
+          for it, as MD changes the edge count at every step.
 
 The machines this runs on are shared and noisy, so the measurements are interleaved: both workers stay alive
 and the parent alternates lammps, ase, floor, lammps, ase, floor ... for --rounds rounds of --steps steps;
@@ -178,19 +180,33 @@ def ase_worker(args) -> None:
         "nlocal": torch.tensor([len(atoms)], dtype=torch.int64),
     }
 
+    ts_opt = torch.jit.load(str(Path(args.pot) / "deployed_serial.pt"), map_location="cpu")  # own executor
+    ts_opt.eval()
+
+    def run_ts(module, optimize: bool):
+        # optimize=False: the executor setting of the pair style (and of SevenNet's); True: torch's default
+        torch._C._set_graph_executor_optimize(optimize)
+        try:
+            inp = dict(ts_inputs)
+            inp["edge_vec"] = ts_inputs["edge_vec"].clone().requires_grad_(True)
+            e = module(inp)["inferred_total_energy"].squeeze()
+            torch.autograd.grad([e], [inp["edge_vec"]])
+        finally:
+            torch._C._set_graph_executor_optimize(False)
+
     def floor_ts():
-        inp = dict(ts_inputs)
-        inp["edge_vec"] = ts_inputs["edge_vec"].clone().requires_grad_(True)
-        out = ts(inp)
-        e = out["inferred_total_energy"].squeeze()
-        torch.autograd.grad([e], [inp["edge_vec"]])
+        run_ts(ts, False)
+
+    def floor_ts_opt():
+        run_ts(ts_opt, True)
 
     def floor_eager():
         model(AtomGraphData.from_numpy_dict(dict(graph)))
 
-    for _ in range(args.warmup):
+    for _ in range(max(3, args.warmup)):  # the profiling executor needs a few runs before it optimises
         floor_ts()
         floor_eager()
+        floor_ts_opt()
     reply({"natoms": len(atoms), "load_s": t_load, "first_force_s": t_first, "threads": torch.get_num_threads(),
            "edges": int(graph["edge_index"].shape[1])})
     for line in sys.stdin:
@@ -204,7 +220,7 @@ def ase_worker(args) -> None:
             reply({"s_per_step": (time.perf_counter() - t0) / n, "cpu_per_step": (time.process_time() - c0) / n})
         elif op == "floor":
             times = {}
-            for label, fn in (("ts", floor_ts), ("eager", floor_eager)):
+            for label, fn in (("ts", floor_ts), ("eager", floor_eager), ("ts_opt", floor_ts_opt)):
                 t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(n):
                     fn()
@@ -214,13 +230,13 @@ def ase_worker(args) -> None:
 
 
 class Worker:
-    def __init__(self, kind: str, args, model: str, cell: str, checkpoint: Path, pot: Path):
+    def __init__(self, kind: str, args, model: str, cell: str, checkpoint: Path, pot: Path, env_extra=None):
         cmd = [sys.executable, str(HERE), "--worker", kind, "--work", str(args.work), "--model", model, "--cell", cell,
                "--checkpoint", str(checkpoint), "--pot", str(pot), "--threads", str(args.threads),
                "--warmup", str(args.warmup)]
         env = dict(os.environ)
-        if kind == "lammps" and args.lammps_env:
-            env.update(dict(kv.split("=", 1) for kv in args.lammps_env))
+        env.update(env_extra or {})
+        env = {k: v for k, v in env.items() if v != ""}  # KEY= removes KEY
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.kind = kind
         self.hello = self._read()
@@ -248,26 +264,45 @@ class Worker:
 # ------------------------------------------------------------------------------------------------- main
 
 
+def kv(pairs) -> dict:
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def measure(args, model: str, cell: str, checkpoint: Path, pot: Path, steps: int) -> dict:
-    lmp = Worker("lammps", args, model, cell, checkpoint, pot)
+    env = {"NLMD_TORCH_THREADS": str(args.threads), **kv(args.lammps_env)}
+    lmp = Worker("lammps", args, model, cell, checkpoint, pot, env)
+    before = None
+    if args.before:
+        before = Worker("lammps", args, model, cell, checkpoint, pot,
+                        {"NLMD_PLUGIN_DIR": str(args.before), **kv(args.before_env)})
     for _ in range(args.warmup):  # warm-up steps, untimed
         lmp.ask(op="run", n=1)
+        if before:
+            before.ask(op="run", n=1)
     ase = Worker("ase", args, model, cell, checkpoint, pot)
     ase.ask(op="md", n=args.warmup)
-    rows = {"lammps": [], "ase": [], "floor_ts": [], "floor_eager": []}
+    rows = {"lammps": [], "ase": [], "floor_ts": [], "floor_eager": [], "floor_ts_opt": []}
+    if before:
+        rows["lammps_before"] = []
     cpu = {k: [] for k in rows}
     for r in range(args.rounds):
-        a = lmp.ask(op="run", n=steps)
+        got = [("lammps", lmp.ask(op="run", n=steps))]
+        if before:
+            got.append(("lammps_before", before.ask(op="run", n=steps)))
         b = ase.ask(op="md", n=steps)
         fl = ase.ask(op="floor", n=steps)
-        for k, v, c in (("lammps", a["s_per_step"], a["cpu_per_step"]), ("ase", b["s_per_step"], b["cpu_per_step"]),
-                        ("floor_ts", fl["ts"], fl["cpu_ts"]), ("floor_eager", fl["eager"], fl["cpu_eager"])):
-            rows[k].append(v)
-            cpu[k].append(c)
+        got += [("ase", b), ("floor_ts", {"s_per_step": fl["ts"], "cpu_per_step": fl["cpu_ts"]}),
+                ("floor_eager", {"s_per_step": fl["eager"], "cpu_per_step": fl["cpu_eager"]}),
+                ("floor_ts_opt", {"s_per_step": fl["ts_opt"], "cpu_per_step": fl["cpu_ts_opt"]})]
+        for k, d in got:
+            rows[k].append(d["s_per_step"])
+            cpu[k].append(d["cpu_per_step"])
         print(f"    round {r + 1}: wall " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in rows.items()) + " s/step; cpu "
               + ", ".join(f"{k} {v[-1]:.4f}" for k, v in cpu.items()), flush=True)
     lmp.close()
     ase.close()
+    if before:
+        before.close()
     med = {k: statistics.median(v) for k, v in rows.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     floor = min(med["floor_ts"], med["floor_eager"])
@@ -279,6 +314,10 @@ def measure(args, model: str, cell: str, checkpoint: Path, pot: Path, steps: int
         "ase_load_s": ase.hello["load_s"], "ase_first_force_s": ase.hello["first_force_s"],
         "ratio_lammps_ase": med["lammps"] / med["ase"], "floor": floor,
         "lammps_over_floor": med["lammps"] / floor, "ase_over_floor": med["ase"] / floor,
+        "cpu_lammps_over_floor": med_cpu["lammps"] / min(med_cpu["floor_ts"], med_cpu["floor_eager"]),
+        **({"lammps_before_first_force_s": before.hello["first_force_s"],
+            "ratio_before_ase": med["lammps_before"] / med["ase"],
+            "cpu_ratio_before_ase": med_cpu["lammps_before"] / med_cpu["ase"]} if before else {}),
     }
 
 
@@ -304,7 +343,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the first round")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for ASE and the floor")
     p.add_argument("--lammps-env", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the LAMMPS worker (e.g. NLMD_TORCH_THREADS=1 to see the old default)")
+                   help="extra environment for the LAMMPS worker, which gets NLMD_TORCH_THREADS=--threads unless "
+                        "given here (NLMD_TORCH_THREADS= : the pair style's own default)")
+    p.add_argument("--before", type=Path, default=None, metavar="DIR",
+                   help="also time a second LAMMPS worker with the nlmdplugin.so in DIR (e.g. a build of the "
+                        "previous version), interleaved with the others")
+    p.add_argument("--before-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the --before worker (e.g. OMP_NUM_THREADS=2)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nlmd_bench_pair_vs_ase")
     p.add_argument("--json", type=Path, default=None, help="summary file (default: WORK/pair_vs_ase.json)")
     p.add_argument("--worker", choices=["lammps", "ase"], help=argparse.SUPPRESS)
@@ -341,7 +386,11 @@ def main(argv=None) -> int:
                   f"eager {m['floor_eager']:.4f}) s/step;  lammps/ase {r['ratio_lammps_ase']:.3f}, lammps/floor "
                   f"{r['lammps_over_floor']:.3f}, ase/floor {r['ase_over_floor']:.3f}; first force: lammps "
                   f"{r['lammps_first_force_s']:.2f} s, ase {r['ase_first_force_s']:.2f} s; CPU time per step lammps/ase "
-                  f"{r['cpu_ratio_lammps_ase']:.3f}", flush=True)
+                  f"{r['cpu_ratio_lammps_ase']:.3f}, lammps/floor {r['cpu_lammps_over_floor']:.3f}", flush=True)
+            if "ratio_before_ase" in r:
+                print(f"  before: lammps {m['lammps_before']:.4f} s/step, before/ase {r['ratio_before_ase']:.3f} "
+                      f"(CPU time {r['cpu_ratio_before_ase']:.3f}); first force {r['lammps_before_first_force_s']:.2f} s",
+                      flush=True)
             results.append(r)
     load1 = os.getloadavg()
     summary = {"versions": versions(), "cores": os.cpu_count(), "threads": args.threads,

@@ -53,9 +53,10 @@ def child(args) -> None:
             variable potential string {args.pot}
             variable elements string "Sr O"
             """)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         commands(lmp, f"include {args.pot}/pair.lmp")
         out["load_s"] = time.perf_counter() - t0
+        out["load_cpu_s"] = time.process_time() - c0
         commands(lmp, """
             neighbor 1.0 bin
             neigh_modify every 1 delay 0 check yes
@@ -65,28 +66,35 @@ def child(args) -> None:
             thermo_style custom step pe cpu
             thermo 1
             """)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         commands(lmp, "run 0 post no")
         out["eval1_s"] = time.perf_counter() - t0
+        out["eval1_cpu_s"] = time.process_time() - c0
         t0 = time.perf_counter()
         commands(lmp, f"run {args.steps} post no")
         wall = time.perf_counter() - t0
         loop = float(lmp.last_thermo()["CPU"])
         out["eval2_s"] = wall - loop
-    # per-step times from the thermo lines of the last run (step, pe, cpu)
-    rows = re.findall(r"^\s+(\d+)\s+(-?[\d.eE+-]+)\s+([\d.eE+-]+)\s*$", log.read_text(), re.M)
-    cpu = {int(s): float(c) for s, _, c in rows}  # the last run's values win for step 0
-    steps = sorted(cpu)
-    out["step_s"] = [cpu[b] - cpu[a] for a, b in zip(steps, steps[1:])]
+        c0 = time.process_time()
+        commands(lmp, "run 3 post no")  # steady state in CPU time: set-up evaluation + 3 steps
+        out["steady_cpu_s"] = (time.process_time() - c0) / 4
+    # per-step times from the thermo lines (step, pe, cpu) of the second run, `run N`
+    block = re.split(r"^\s*Step\s+PotEng\s+CPU\s*$", log.read_text(), flags=re.M)[2]
+    rows = re.findall(r"^\s+(\d+)\s+(-?[\d.eE+-]+)\s+([\d.eE+-]+)\s*$", block.split("Loop time")[0], re.M)
+    cpu = [float(c) for _, _, c in rows]
+    out["step_s"] = [b - a for a, b in zip(cpu, cpu[1:])]
     print("@@" + json.dumps(out), flush=True)
 
 
-def measure(args, data: Path, pot: Path, label: str) -> dict:
+def measure(args, data: Path, pot: Path, label: str, plugin_dir: Path | None) -> dict:
     log = args.work / f"warmup_{label}.log"
     cmd = [sys.executable, str(HERE), "--child", "--data", str(data), "--pot", str(pot), "--log", str(log),
            "--steps", str(args.steps)]
+    env = dict(os.environ)
+    if plugin_dir:
+        env["NLMD_PLUGIN_DIR"] = str(plugin_dir)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("@@")]
     if proc.returncode != 0 or not lines:
@@ -97,6 +105,7 @@ def measure(args, data: Path, pot: Path, label: str) -> dict:
     first = [r["eval1_s"], r["eval2_s"], *st[:3]]
     r["worst_first_s"] = max(first)
     r["ratio"] = r["worst_first_s"] / r["steady_s"]
+    r["cpu_ratio"] = r["eval1_cpu_s"] / r["steady_cpu_s"]
     r["process_wall_s"] = wall
     return r
 
@@ -105,8 +114,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["tiny", "7net-0"])
     p.add_argument("--cell", default="3x3x3", help="conventional rocksalt cells (8 atoms each)")
-    p.add_argument("--steps", type=int, default=8, help="MD steps after the first evaluation")
+    p.add_argument("--steps", type=int, default=6, help="MD steps after the first evaluation")
     p.add_argument("--repeats", type=int, default=2, help="fresh processes per model")
+    p.add_argument("--before", type=Path, default=None, metavar="DIR",
+                   help="also measure the nlmdplugin.so in DIR (e.g. a build of the previous version)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nlmd_bench_pair_vs_ase")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -128,21 +139,26 @@ def main(argv=None) -> int:
     print(f"versions: {versions()}; {os.cpu_count()} cores; load average {load0[0]:.2f}; env {env_threads}",
           flush=True)
     results = []
+    builds = [("", None)] + ([("before", args.before)] if args.before else [])
     for model in args.models:
         _, pot = prepare_model(args.work, model)
         for rep in range(args.repeats):
-            r = measure(args, data, pot, f"{model}_{rep}")
-            r["model"] = model
-            results.append(r)
-            steps = " ".join(f"{s:.3f}" for s in r["step_s"])
-            print(f"{model} ({len(atoms)} atoms), process {rep + 1}: load {r['load_s']:.2f} s, eval 1 "
-                  f"{r['eval1_s']:.3f} s, eval 2 {r['eval2_s']:.3f} s, steps [{steps}] s, steady "
-                  f"{r['steady_s']:.3f} s -> first/steady {r['ratio']:.2f}", flush=True)
+            for tag, plugin_dir in builds:  # interleaved: this build, the one before, this ...
+                r = measure(args, data, pot, f"{model}{tag}_{rep}", plugin_dir)
+                r["model"] = model
+                r["build"] = tag or "this"
+                results.append(r)
+                steps = " ".join(f"{s:.3f}" for s in r["step_s"])
+                print(f"{tag + ' ' if tag else ''}{model} ({len(atoms)} atoms), process {rep + 1}: load {r['load_s']:.2f} s, eval 1 "
+                      f"{r['eval1_s']:.3f} s, eval 2 {r['eval2_s']:.3f} s, steps [{steps}] s, steady "
+                      f"{r['steady_s']:.3f} s -> first/steady {r['ratio']:.2f}; CPU time: load {r['load_cpu_s']:.2f} s, "
+                      f"eval 1 {r['eval1_cpu_s']:.3f} s, steady {r['steady_cpu_s']:.3f} s -> {r['cpu_ratio']:.2f}",
+                      flush=True)
     load1 = os.getloadavg()
     out = args.work / "warmup.json"
     out.write_text(json.dumps({"versions": versions(), "natoms": len(atoms), "load_average": [load0, load1],
                                "env": env_threads, "results": results}, indent=2))
-    worst = max(results, key=lambda r: r["ratio"])
+    worst = max((r for r in results if r["build"] == "this"), key=lambda r: r["ratio"])
     print(f"summary: {out}; load average at the end {load1[0]:.2f}")
     print(f"warm-up ratio max(first evaluations)/steady step (worst: {worst['model']}) = {worst['ratio']:.2f}")
     return 0
