@@ -3,7 +3,8 @@
 A displaced rocksalt SrO cell (8x8x8 conventional cells = 4096 atoms by default) runs with a tiny random
 model and with SevenNet-0 (5 layers, 5 A cutoff). For each model:
   - time per MD step on 1 rank (all cores as torch threads) and on 2 ranks (threads = cores / ranks, so that
-    the ranks do not oversubscribe), and the speedup;
+    the ranks do not oversubscribe), and the speedup (for the tiny model also 1 rank on 1 thread: torch's
+    intra-op threads help little on small tensors, which makes the rank speedup look superlinear);
   - the 2-rank run again with the ghost cutoff at layers x cutoff + skin (`comm_modify cutoff`), the shell
     a scheme without layer-wise exchange would need. e3gnn/parallel only puts the ghosts within one cutoff
     of a local atom into its graph, so the measured difference is the cost of exchanging and neighbour-
@@ -145,9 +146,12 @@ def main(argv=None) -> int:
         steps = args.steps_7net if name == "7net-0" else args.steps
         deep = model["layers"] * model["cutoff"] + 1.0
         runs = {}
-        for key, nprocs, ghost in (("1 rank", 1, None), ("2 ranks", 2, None), ("2 ranks, deep ghosts", 2, deep)):
-            threads = max(1, args.cores // nprocs)
-            label = f"{name}_{nprocs}r" + ("_deep" if ghost else "")
+        plan = [("1 rank", 1, None, args.cores), ("2 ranks", 2, None, None), ("2 ranks, deep ghosts", 2, deep, None)]
+        if name == "tiny" and args.cores > 1:  # cheap: also 1 rank on one core, to see what threads give
+            plan.insert(1, ("1 rank, 1 thread", 1, None, 1))
+        for key, nprocs, ghost, threads in plan:
+            threads = threads or max(1, args.cores // nprocs)
+            label = f"{name}_{nprocs}r{threads}t" + ("_deep" if ghost else "")
             r = run(args.work, label, nprocs, threads, model, data, steps, ghost)
             runs[key] = r
             print(

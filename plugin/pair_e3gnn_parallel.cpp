@@ -127,7 +127,8 @@ void PairE3GNNParallel::select_device()
     MPI_Comm_free(&node);
     const int ndev = (int) torch::cuda::device_count();
     device = torch::Device(torch::kCUDA, (c10::DeviceIndex) (node_rank % ndev));
-    device_name = fmt::format("CUDA:{} (node-local rank {} of {} GPU(s))", node_rank % ndev, node_rank, ndev);
+    device_name = fmt::format("CUDA:{} (rank 0 is node-local rank {}; {} GPU(s) visible)", node_rank % ndev,
+                              node_rank, ndev);
   } else {
     device = torch::Device(torch::kCPU);
     device_name = "CPU";
@@ -532,8 +533,8 @@ void PairE3GNNParallel::compute(int eflag, int vflag)
       sc_out[k] = out.at("self_cont_tmp").toTensor();
       const int dim = boundary_dim[k - 1];
       if (x_out[k].dim() != 2 || x_out[k].size(0) != nlocal || x_out[k].size(1) != dim)
-        throw std::runtime_error(fmt::format("node features of shape {} where [{}, {}] was expected",
-                                             c10::str(x_out[k].sizes()), nlocal, dim));
+        throw std::runtime_error(fmt::format("{} gave node features of shape {} where [{}, {}] was expected",
+                                             layer_paths[k - 1], c10::str(x_out[k].sizes()), nlocal, dim));
       x_in[k] = x_out[k].detach().requires_grad_(true);
       sc_in[k] = sc_out[k].detach().requires_grad_(true);
       torch::Tensor xg;

@@ -392,3 +392,17 @@ def test_md_4000K_two_ranks_follows_serial(tmp_path, md_model):
     )
     assert moved > 0
     assert dx < 1e-4 and df < 5e-3
+
+
+@pytest.mark.slow
+def test_sevennet0_two_and_four_ranks(tmp_path):
+    """SevenNet-0 itself (5 layers, lmax 2, 128 channels): 64 displaced SrO atoms on 2 and 4 ranks."""
+    import sevenn.util
+    from sevenn.scripts.deploy import deploy, deploy_parallel
+
+    _skip_without_mpi()
+    pth = sevenn.util.pretrained_name_to_path("7net-0")
+    deploy(pth, str(tmp_path / "deployed_serial.pt"))
+    deploy_parallel(pth, str(tmp_path / "deployed_parallel"))
+    model = {"dir": tmp_path, "layers": 5}
+    check_case(tmp_path, model, sro_cell(), "sevennet0", ranks=(2, 4))
