@@ -433,8 +433,10 @@ class Run:
         self.frames = 0
         self.status = "set up"
         self._species_of_type: np.ndarray | None = None
-        self._types_by_id: np.ndarray | None = None
-        self._species_cache: tuple[np.ndarray, np.ndarray] | None = None
+        # rank 0: the ids of the run (ascending), their species, and the row of each id (-1: no such atom)
+        self._ids: np.ndarray | None = None
+        self._species_rows: np.ndarray | None = None
+        self._row_of_id: np.ndarray | None = None
         self._last_sample = -1
         self._t_first_step: float | None = None
         self._t_end: float | None = None
@@ -557,7 +559,7 @@ class Run:
         mobile = lmp.has_id("compute", _MOBILE_TEMPERATURE_COMPUTE)
         self.temperature_compute = _MOBILE_TEMPERATURE_COMPUTE if mobile else "thermo_temp"
         self._species_of_type = self._type_species()
-        self._types_by_id = self._gather_types()
+        self._index_atoms()
         self.fixed_core = self._fixed_core()
         self.potential, self.model = self._potential()
 
@@ -604,17 +606,19 @@ class Run:
             return np.zeros(0, dtype=np.int64)
         return np.array(self.lmp.numpy.extract_atom(name)[:nlocal])
 
-    def _gather_types(self) -> np.ndarray:
-        """The type of every atom, indexed by id (rank 0; empty elsewhere)."""
+    def _index_atoms(self) -> None:
+        """Rank 0: the ids of the run in ascending order, their species, and a map id -> row."""
         ids, types = self._local("id").astype(np.int64), self._local("type").astype(np.int64)
         parts = self.comm.gather((ids, types), root=0) if self.size > 1 else [(ids, types)]
         if self.rank != 0:
-            return np.zeros(0, dtype=np.int64)
+            return
         ids = np.concatenate([p[0] for p in parts])
         types = np.concatenate([p[1] for p in parts])
-        by_id = np.zeros(int(ids.max()) + 1, dtype=np.int64)
-        by_id[ids] = types
-        return by_id
+        order = np.argsort(ids)
+        self._ids = ids[order]
+        self._species_rows = self._species_of_type[types[order]]
+        self._row_of_id = np.full(int(self._ids[-1]) + 1, -1, dtype=np.int64)
+        self._row_of_id[self._ids] = np.arange(self._ids.size)
 
     def _fixed_core(self) -> FixedCore | None:
         """The input's fixed core (groups core and center, variables center_id and rfix), or None."""
@@ -767,15 +771,18 @@ class Run:
             return
         from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
 
-        ids = np.concatenate([p[0] for p in parts])
-        values = np.concatenate([p[1] for p in parts])
-        order = np.argsort(ids, kind="stable")
-        ids, values = ids[order], values[order]
-        if ids.size != self.n_atoms:
+        local_ids = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        local_values = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        # rows by id: a scatter through the id -> row map (an argsort per frame costs more at 10^4 atoms)
+        rows = self._row_of_id[np.clip(local_ids, 0, self._row_of_id.size - 1)]
+        if local_ids.size != self._ids.size or np.any(rows < 0) or np.any(local_ids >= self._row_of_id.size):
             raise SimulationError(
-                f"nlmd run: step {sample_step}: {ids.size} atoms, but the run started with {self.n_atoms} "
-                "(atoms lost or created; a trajectory file keeps a fixed set of atoms)"
+                f"nlmd run: step {sample_step}: the atoms are not those the run started with ({local_ids.size} "
+                f"atoms now, {self._ids.size} then: atoms lost or created; a trajectory keeps a fixed set of atoms)"
             )
+        values = np.empty_like(local_values)
+        values[rows] = local_values
+        ids = self._ids
         g = [float(self.lmp.extract_fix(FIX_THERMO, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)) for k in range(8)]
         temperature, pe = g[0], g[1]
         lx, ly, lz, xy, xz, yz = g[2:8]
@@ -790,7 +797,7 @@ class Run:
             time=self._atime + (sample_step - self._atimestep) * self.timestep,
             box=box,
             ids=ids,
-            species=self._species(ids),
+            species=self._species_rows,
             positions=values[:, 0:3],
             velocities=values[:, 3:6],
             forces=values[:, 6:9],
@@ -798,14 +805,6 @@ class Run:
             observables=observables,
         )
         self._notify("frame", frame)
-
-    def _species(self, ids: np.ndarray) -> np.ndarray:
-        cached = self._species_cache
-        if cached is not None and np.array_equal(cached[0], ids):
-            return cached[1]
-        species = self._species_of_type[self._types_by_id[ids]]
-        self._species_cache = (ids.copy(), species)
-        return species
 
     # ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
