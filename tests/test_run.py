@@ -394,20 +394,21 @@ def test_sigkill_leaves_every_flushed_frame(tmp_path):
     assert not summary_path(out).exists()
 
 
-def test_sigint_closes_a_complete_file(tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_closes_a_complete_file(tmp_path, sig, status):
     out = tmp_path / "i.h5"
     proc = start(out, "--every", "10")
     try:
         wait_for_step(proc, tmp_path / "i.log", 150)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     summary = json.loads(summary_path(out).read_text())
-    assert summary["status"] == "interrupted" and summary["stop_reason"] == "SIGINT"
-    assert f"interrupted (SIGINT) at step {summary['last_step']}; {summary['frames']} frames written to" in err
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == sig.name
+    assert f"interrupted ({sig.name}) at step {summary['last_step']}; {summary['frames']} frames written to" in err
     with h5py.File(out, "r") as f:  # closed cleanly: no lock, opens in any mode
         assert f["particles/trajectory/position/value"].shape[0] == summary["frames"]
     with TrajectoryReader(out) as r:
