@@ -166,6 +166,9 @@ def main(argv=None) -> int:
             "timed_steps": steps,
             "runs": runs,
             "speedup_2_ranks": runs["1 rank"]["s_per_step"] / two["s_per_step"],
+            "speedup_2_ranks_over_1_thread": (
+                runs["1 rank, 1 thread"]["s_per_step"] / two["s_per_step"] if "1 rank, 1 thread" in runs else None
+            ),
             "deep_ghost_time_ratio": deep_r["s_per_step"] / two["s_per_step"],
             "deep_ghost_count_ratio": deep_r["nghost_ave"] / two["nghost_ave"],
             "model_work_without_exchange": (deep_r["nlocal_ave"] + deep_r["nghost_ave"]) / deep_r["nlocal_ave"],
@@ -181,7 +184,12 @@ def main(argv=None) -> int:
     (args.work / "summary.json").write_text(json.dumps(results, indent=2))
     print(f"summary: {args.work / 'summary.json'}")
     for name, s in results["models"].items():
-        print(f"{name}: 2-rank speedup {s['speedup_2_ranks']:.2f}x over 1 rank ({natoms} atoms, {args.cores} cores)")
+        one_thread = s["speedup_2_ranks_over_1_thread"]
+        extra = f", {one_thread:.2f}x over 1 rank on 1 thread" if one_thread else ""
+        print(
+            f"{name}: 2-rank speedup {s['speedup_2_ranks']:.2f}x over 1 rank with {args.cores} threads{extra} "
+            f"({natoms} atoms, {args.cores} cores)"
+        )
     return 0
 
 
