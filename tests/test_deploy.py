@@ -32,6 +32,8 @@ def test_deploy_writes_a_verified_potential_directory(tiny_potential, tiny_check
                                   "deployed_serial.pt"]
     pair = (tiny_potential / "pair.lmp").read_text()
     assert "pair_coeff * * ${potential}/deployed_serial.pt ${elements}" in pair
+    assert "pair_coeff * * 2 ${potential}/deployed_parallel ${elements}" in pair
+    assert "extract_setting(world_size)" in pair
 
 
 def test_cli_deploy_and_force(tiny_checkpoint, tmp_path):

@@ -200,18 +200,31 @@ def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
 
 
 def pair_lines(manifest: dict) -> str:
-    style = manifest["pair_style"]
+    """The LAMMPS lines of a deployed SevenNet potential directory.
+
+    With a parallel deployment the style follows the number of MPI ranks, so the same input runs with
+    ``lmp`` and ``mpirun -np N lmp``: one rank uses ``e3gnn`` (the whole model on local atoms, no ghost
+    features), several use ``e3gnn/parallel`` (layer-wise exchange of ghost features).
+    """
     head = (
         f"# nlmd potential directory '{manifest['name']}': SevenNet model, {len(manifest['elements'])} elements,\n"
         f"# cutoff {manifest['cutoff']} A, {manifest['num_layers']} message-passing layers (deployed {manifest['provenance']['date']}).\n"
         "# Include after the atoms exist; the including input defines ${potential} (this directory)\n"
         "# and ${elements} (element symbols in atom-type order), see docs/contracts.md.\n"
     )
-    if style == "e3gnn/parallel":
-        body = f"pair_style e3gnn/parallel\npair_coeff * * {manifest['num_layers']} ${{potential}}/{PARALLEL_DIR} ${{elements}}\n"
-    else:
-        body = f"pair_style e3gnn\npair_coeff * * ${{potential}}/{SERIAL_FILE} ${{elements}}\n"
-    return head + body
+    serial = f"pair_coeff * * ${{potential}}/{SERIAL_FILE} ${{elements}}"
+    if not manifest.get("parallel"):
+        return head + f"pair_style e3gnn\n{serial}\n"
+    parallel = f"pair_coeff * * {manifest['num_layers']} ${{potential}}/{PARALLEL_DIR} ${{elements}}"
+    return head + (
+        "# one MPI rank: e3gnn; several: e3gnn/parallel\n"
+        'if "$(extract_setting(world_size)) > 1" then &\n'
+        '   "pair_style e3gnn/parallel" &\n'
+        f'   "{parallel}" &\n'
+        "else &\n"
+        '   "pair_style e3gnn" &\n'
+        f'   "{serial}"\n'
+    )
 
 
 def deploy(
