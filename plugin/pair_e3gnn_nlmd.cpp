@@ -52,6 +52,13 @@ int cpus_of_process()
   return 1;
 }
 
+// the 1-minute load average (runnable tasks), or -1 when unknown
+double load_average()
+{
+  double l[1];
+  return getloadavg(l, 1) == 1 ? l[0] : -1.0;
+}
+
 }    // namespace
 
 PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : Pair(lmp), device(torch::kCPU)
@@ -120,7 +127,10 @@ void PairE3GNNnlmd::settings(int narg, char **arg)
 /* torch's intra-op threads. Inside LAMMPS, libtorch's OpenMP calls resolve to the OpenMP runtime LAMMPS
    loaded first, which LAMMPS sets to one thread when OMP_NUM_THREADS is unset; torch would then run the
    model on one core. Take the count from, in order: `pair_style e3gnn threads N`, NLMD_TORCH_THREADS,
-   OMP_NUM_THREADS, and else every CPU of this process (one rank: no other rank shares them). */
+   OMP_NUM_THREADS, and else every CPU of this process (one rank: no other rank shares them) - unless the
+   machine is already busy (load average >= CPUs when the model is loaded): then one thread, because an
+   OpenMP team on oversubscribed cores waits at every operator for a descheduled thread (measured on a
+   shared 2-core machine: SevenNet-0 on 2 threads 3x slower than on 1; see docs/performance.md). */
 void PairE3GNNnlmd::choose_threads()
 {
   int n;
@@ -132,8 +142,16 @@ void PairE3GNNnlmd::choose_threads()
   } else if ((n = env_threads("OMP_NUM_THREADS")) > 0) {
     threads_origin = "OMP_NUM_THREADS";
   } else {
-    n = cpus_of_process();
-    threads_origin = "all CPUs of the process; set NLMD_TORCH_THREADS or `pair_style e3gnn threads N` to change";
+    const int cpus = cpus_of_process();
+    const double load = load_average();
+    if (cpus > 1 && load >= cpus) {
+      n = 1;
+      threads_origin = fmt::format("the machine is busy, load average {:.1f} on {} CPUs; set NLMD_TORCH_THREADS "
+                                   "or `pair_style e3gnn threads N` to choose", load, cpus);
+    } else {
+      n = cpus;
+      threads_origin = "all CPUs of the process; set NLMD_TORCH_THREADS or `pair_style e3gnn threads N` to choose";
+    }
   }
   nthreads = n;
 }

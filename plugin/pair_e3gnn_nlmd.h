@@ -10,7 +10,8 @@
 
    What it does differently from SevenNet's pair_e3gnn.cpp (which nlmd compiled before, see
    docs/performance.md): torch's intra-op threads are set by the style (`threads N`, else NLMD_TORCH_THREADS,
-   else OMP_NUM_THREADS, else every core of the process) instead of inheriting LAMMPS's one OpenMP thread;
+   else OMP_NUM_THREADS, else every core of the process, or one when the machine is already busy) instead of
+   inheriting LAMMPS's one OpenMP thread;
    graph buffers are heap vectors reused from step to step (no edge-sized arrays on the stack); ghosts map to
    their local atom through a tag-indexed vector; forces and virial are summed in double precision; the
    TorchScript executor is warmed up when the model is loaded; errors keep torch's message. */
