@@ -189,7 +189,7 @@ def tame_checkpoint(pth: Path, atoms, target: float = 5.0) -> float:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random SrO models: 2 layers (lmax 1) and 3 layers (lmax 2), serial and parallel deployments."""
-    from sevenn.scripts.deploy import deploy, deploy_parallel
+    from nlmd.potentials import export_torchscript
 
     from nlmd.testing import make_tiny_checkpoint
 
@@ -201,8 +201,7 @@ def models(tmp_path_factory):
         d.mkdir()
         pth = make_tiny_checkpoint(d / "model.pth", **kw)
         tame_checkpoint(pth, sro_cell())
-        deploy(str(pth), str(d / "deployed_serial.pt"))
-        deploy_parallel(str(pth), str(d / "deployed_parallel"))
+        export_torchscript(Path(pth), d, parallel=True)  # in a child: see its docstring
         out[name] = {"dir": d, "layers": kw.get("num_layers", 2)}
     return out
 
@@ -353,15 +352,14 @@ def md_model(tmp_path_factory, models):
     """The 2-layer model with forces of ~1 eV/A on the test cell: random models have no short-range
     repulsion, and at 4000 K a stiffer one drives atoms into collisions where two float32 trajectories part
     exponentially within ~100 fs whatever computes the forces (serial against serial as well)."""
-    from sevenn.scripts.deploy import deploy, deploy_parallel
+    from nlmd.potentials import export_torchscript
 
     from nlmd.testing import make_tiny_checkpoint
 
     d = tmp_path_factory.mktemp("md_model")
     pth = make_tiny_checkpoint(d / "model.pth")
     tame_checkpoint(pth, sro_cell(), target=1.0)
-    deploy(str(pth), str(d / "deployed_serial.pt"))
-    deploy_parallel(str(pth), str(d / "deployed_parallel"))
+    export_torchscript(Path(pth), d, parallel=True)  # in a child: see its docstring
     return {"dir": d, "layers": 2}
 
 
@@ -398,11 +396,10 @@ def test_md_4000K_two_ranks_follows_serial(tmp_path, md_model):
 def test_sevennet0_two_and_four_ranks(tmp_path):
     """SevenNet-0 itself (5 layers, lmax 2, 128 channels): 64 displaced SrO atoms on 2 and 4 ranks."""
     import sevenn.util
-    from sevenn.scripts.deploy import deploy, deploy_parallel
+    from nlmd.potentials import export_torchscript
 
     _skip_without_mpi()
     pth = sevenn.util.pretrained_name_to_path("7net-0")
-    deploy(pth, str(tmp_path / "deployed_serial.pt"))
-    deploy_parallel(pth, str(tmp_path / "deployed_parallel"))
+    export_torchscript(Path(pth), tmp_path, parallel=True)
     model = {"dir": tmp_path, "layers": 5}
     check_case(tmp_path, model, sro_cell(), "sevennet0", ranks=(2, 4))

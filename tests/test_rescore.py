@@ -7,6 +7,7 @@ same frames, forces dumped); the tiny SevenNet against SevenNetCalculator on the
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -304,13 +305,29 @@ def test_mpirun_five_ranks_equals_serial(tmp_path):
 
 
 @pytest.mark.mpi
+def test_mpirun_sevennet_two_ranks_equals_one(tiny_potential, tmp_path):
+    """The deployed pair.lmp switches to e3gnn/parallel on several ranks: same forces as e3gnn on one."""
+    src = write(tmp_path / "frames.h5", sro_frames()[:2])
+    rescore_file(src, tiny_potential, tmp_path / "serial.h5")
+    proc = mpirun_nlmd(2, "rescore", "frames.h5", "--potential", str(tiny_potential), "-o", "mpi.h5", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with TrajectoryReader(tmp_path / "serial.h5") as s, TrajectoryReader(tmp_path / "mpi.h5") as m:
+        assert m.parameters["ranks"] == 2
+        assert_close(m.read("force"), s.read("force"), 1e-5, "forces, e3gnn/parallel on 2 ranks vs e3gnn")
+        assert_close(m.read("energies"), s.read("energies"), 1e-5, "per-atom energies")
+
+
+@pytest.mark.mpi
 def test_mpirun_serial_e3gnn_error_comes_through(tiny_potential, tmp_path):
+    serial_only = tmp_path / "serial-only"
+    shutil.copytree(tiny_potential, serial_only)
+    (serial_only / "pair.lmp").write_text("pair_style e3gnn\npair_coeff * * ${potential}/deployed_serial.pt ${elements}\n")
     write(tmp_path / "frames.h5", sro_frames()[:1])
-    proc = mpirun_nlmd(2, "rescore", "frames.h5", "--potential", str(tiny_potential), "-o", "out.h5", cwd=tmp_path)
+    proc = mpirun_nlmd(2, "rescore", "frames.h5", "--potential", str(serial_only), "-o", "out.h5", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stderr.count("nlmd: error:") == 1, proc.stderr
     assert "e3gnn/parallel" in proc.stderr and "frames.h5: step 0" in proc.stderr
-    assert leftovers(tmp_path, {"frames.h5"}) == []
+    assert leftovers(tmp_path, {"frames.h5", "serial-only"}) == []
 
 
 def test_simulation_error_names_the_step(tmp_path, monkeypatch):
