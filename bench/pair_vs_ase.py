@@ -203,10 +203,10 @@ def ase_worker(args) -> None:
     def floor_eager():
         model(AtomGraphData.from_numpy_dict(dict(graph)))
 
-    for _ in range(max(3, args.warmup)):  # the profiling executor needs a few runs before it optimises
-        floor_ts()
-        floor_eager()
-        floor_ts_opt()
+    floors = [("ts", floor_ts), ("eager", floor_eager)] + ([] if args.no_opt_floor else [("ts_opt", floor_ts_opt)])
+    for _ in range(args.warmup if args.no_opt_floor else max(3, args.warmup)):  # profiling executor: 3 runs
+        for _, fn in floors:
+            fn()
     reply({"natoms": len(atoms), "load_s": t_load, "first_force_s": t_first, "threads": torch.get_num_threads(),
            "edges": int(graph["edge_index"].shape[1])})
     for line in sys.stdin:
@@ -220,7 +220,7 @@ def ase_worker(args) -> None:
             reply({"s_per_step": (time.perf_counter() - t0) / n, "cpu_per_step": (time.process_time() - c0) / n})
         elif op == "floor":
             times = {}
-            for label, fn in (("ts", floor_ts), ("eager", floor_eager), ("ts_opt", floor_ts_opt)):
+            for label, fn in floors:
                 t0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(n):
                     fn()
@@ -233,7 +233,7 @@ class Worker:
     def __init__(self, kind: str, args, model: str, cell: str, checkpoint: Path, pot: Path, env_extra=None):
         cmd = [sys.executable, str(HERE), "--worker", kind, "--work", str(args.work), "--model", model, "--cell", cell,
                "--checkpoint", str(checkpoint), "--pot", str(pot), "--threads", str(args.threads),
-               "--warmup", str(args.warmup)]
+               "--warmup", str(args.warmup)] + (["--no-opt-floor"] if args.no_opt_floor else [])
         env = dict(os.environ)
         env.update(env_extra or {})
         env = {k: v for k, v in env.items() if v != ""}  # KEY= removes KEY
@@ -281,7 +281,9 @@ def measure(args, model: str, cell: str, checkpoint: Path, pot: Path, steps: int
             before.ask(op="run", n=1)
     ase = Worker("ase", args, model, cell, checkpoint, pot)
     ase.ask(op="md", n=args.warmup)
-    rows = {"lammps": [], "ase": [], "floor_ts": [], "floor_eager": [], "floor_ts_opt": []}
+    rows = {"lammps": [], "ase": [], "floor_ts": [], "floor_eager": []}
+    if not args.no_opt_floor:
+        rows["floor_ts_opt"] = []
     if before:
         rows["lammps_before"] = []
     cpu = {k: [] for k in rows}
@@ -292,8 +294,9 @@ def measure(args, model: str, cell: str, checkpoint: Path, pot: Path, steps: int
         b = ase.ask(op="md", n=steps)
         fl = ase.ask(op="floor", n=steps)
         got += [("ase", b), ("floor_ts", {"s_per_step": fl["ts"], "cpu_per_step": fl["cpu_ts"]}),
-                ("floor_eager", {"s_per_step": fl["eager"], "cpu_per_step": fl["cpu_eager"]}),
-                ("floor_ts_opt", {"s_per_step": fl["ts_opt"], "cpu_per_step": fl["cpu_ts_opt"]})]
+                ("floor_eager", {"s_per_step": fl["eager"], "cpu_per_step": fl["cpu_eager"]})]
+        if "ts_opt" in fl:
+            got.append(("floor_ts_opt", {"s_per_step": fl["ts_opt"], "cpu_per_step": fl["cpu_ts_opt"]}))
         for k, d in got:
             rows[k].append(d["s_per_step"])
             cpu[k].append(d["cpu_per_step"])
@@ -345,6 +348,7 @@ def main(argv=None) -> int:
     p.add_argument("--lammps-env", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra environment for the LAMMPS worker, which gets NLMD_TORCH_THREADS=--threads unless "
                         "given here (NLMD_TORCH_THREADS= : the pair style's own default)")
+    p.add_argument("--no-opt-floor", action="store_true", help="skip floor_ts_opt (saves time on large cells)")
     p.add_argument("--before", type=Path, default=None, metavar="DIR",
                    help="also time a second LAMMPS worker with the nlmdplugin.so in DIR (e.g. a build of the "
                         "previous version), interleaved with the others")
