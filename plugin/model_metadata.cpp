@@ -70,4 +70,21 @@ std::string check_species(const ModelMetadata &meta, const std::vector<std::stri
   return "";
 }
 
+std::string check_serial_coeff(const ModelMetadata &meta, const std::vector<std::string> &elements, int ntypes,
+                               const std::string &style)
+{
+  if (meta.get("model_type") != "E3_equivariant_model")
+    return "pair_style " + style + ": " + meta.path + " has model_type '" + meta.get("model_type") +
+        "', expected 'E3_equivariant_model'";
+  if (!meta.get("comm_size", "").empty())
+    return "pair_style " + style + ": " + meta.path +
+        " is one layer of a parallel deployment; use pair_style e3gnn/parallel, or deployed_serial.pt with " + style;
+  if ((int) elements.size() != ntypes)
+    return "pair_coeff " + style + " lists " + std::to_string(elements.size()) + " element(s) but the system has " +
+        std::to_string(ntypes) + " atom type(s): give exactly one element per atom type, in type order";
+  const std::string bad = check_species(meta, elements);
+  if (!bad.empty()) return "pair_coeff " + style + ": " + bad;
+  return "";
+}
+
 }    // namespace nlmd

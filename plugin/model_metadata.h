@@ -25,6 +25,12 @@ ModelMetadata read_model_metadata(const std::string &path);
 // Returns "" when every requested element is in the model, else a sentence naming the first that is not.
 std::string check_species(const ModelMetadata &meta, const std::vector<std::string> &requested);
 
+// Checks a serial deployment (deployed_serial.pt) against a pair_coeff element list for pair style
+// `style`: a SevenNet E3_equivariant_model, not a layer of a parallel deployment, one element per atom
+// type, every element in the model. Returns "" when usable, else a sentence naming what is wrong.
+std::string check_serial_coeff(const ModelMetadata &meta, const std::vector<std::string> &elements, int ntypes,
+                               const std::string &style);
+
 }    // namespace nlmd
 
 #endif

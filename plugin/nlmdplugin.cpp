@@ -4,12 +4,18 @@
 
 #include "pair_e3gnn_nlmd.h"
 #include "pair_e3gnn_parallel.h"
+#include "pair_e3gnn_sevenn.h"
 
 using namespace LAMMPS_NS;
 
 static Pair *e3gnn_creator(LAMMPS *lmp)
 {
   return new PairE3GNNnlmd(lmp);
+}
+
+static Pair *e3gnn_sevenn_creator(LAMMPS *lmp)
+{
+  return new PairE3GNNSevenn(lmp);
 }
 
 static Pair *e3gnn_parallel_creator(LAMMPS *lmp)
@@ -29,6 +35,13 @@ extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
   plugin.author = "nlmd developers; SevenNet pair style by Yutack Park (SNU)";
   plugin.creator.v1 = (lammpsplugin_factory1 *) &e3gnn_creator;
   plugin.handle = handle;
+  (*register_plugin)(&plugin, lmp);
+
+  plugin.name = "e3gnn/sevenn";
+  plugin.info = "e3gnn/sevenn: SevenNet " NLMD_SEVENN_VERSION " serial pair style compiled from the installed sevenn "
+                "(nlmd plugin)";
+  plugin.author = "SevenNet pair style by Yutack Park (SNU); checks by nlmd developers";
+  plugin.creator.v1 = (lammpsplugin_factory1 *) &e3gnn_sevenn_creator;
   (*register_plugin)(&plugin, lmp);
 
   plugin.name = "e3gnn/parallel";

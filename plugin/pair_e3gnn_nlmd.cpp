@@ -249,27 +249,13 @@ void PairE3GNNnlmd::coeff(int narg, char **arg)
   } catch (const std::exception &e) {
     error->all(FLERR, "pair_style e3gnn cannot use the model: {}", e.what());
   }
-  if (meta.get("model_type") != "E3_equivariant_model")
-    error->all(FLERR, "pair_style e3gnn: {} has model_type '{}', expected 'E3_equivariant_model'", path,
-               meta.get("model_type"));
-  if (!meta.get("comm_size", "").empty())
-    error->all(FLERR,
-               "pair_style e3gnn: {} is one layer of a parallel deployment; use pair_style e3gnn/parallel, "
-               "or deployed_serial.pt with e3gnn",
-               path);
+  std::vector<std::string> elements(arg + 3, arg + narg);
+  const std::string bad = nlmd::check_serial_coeff(meta, elements, atom->ntypes, "e3gnn");
+  if (!bad.empty()) error->all(FLERR, bad);
   const std::string dtype = meta.get("dtype", "single");
   if (dtype != "single" && dtype != "float32")
     error->all(FLERR, "pair_style e3gnn: {} is a '{}' precision model; e3gnn runs single precision models",
                path, dtype);
-
-  std::vector<std::string> elements(arg + 3, arg + narg);
-  if ((int) elements.size() != atom->ntypes)
-    error->all(FLERR,
-               "pair_coeff e3gnn lists {} element(s) but the system has {} atom type(s): give exactly one "
-               "element per atom type, in type order",
-               elements.size(), atom->ntypes);
-  const std::string bad = nlmd::check_species(meta, elements);
-  if (!bad.empty()) error->all(FLERR, "pair_coeff e3gnn: {}", bad);
 
   allocate();
   for (size_t t = 0; t < elements.size(); ++t)

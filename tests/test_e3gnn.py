@@ -95,3 +95,32 @@ def test_sevennet0_sro(sro_atoms, tmp_path):
     pot = deploy("7net-0", tmp_path / "7net-0", parallel=False, verify=False, echo=lambda s: None)
     checkpoint, _ = resolve_checkpoint("7net-0")
     check_against_calculator(pot, checkpoint, sro_atoms, ["Sr", "O"])
+
+
+@pytest.fixture(scope="module")
+def sevenn_style_potential(tiny_potential, tmp_path_factory):
+    """The tiny deployment driven by e3gnn/sevenn: SevenNet's own pair_e3gnn.cpp compiled into the plugin."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("sevenn-style") / "tiny"
+    shutil.copytree(tiny_potential, d)
+    (d / "pair.lmp").write_text("pair_style e3gnn/sevenn\npair_coeff * * ${potential}/deployed_serial.pt ${elements}\n")
+    return d
+
+
+def test_sevenn_compiled_style_matches_calculator_and_ours(sevenn_style_potential, tiny_potential, tiny_checkpoint,
+                                                           sro_atoms):
+    theirs = check_against_calculator(sevenn_style_potential, tiny_checkpoint, sro_atoms)
+    with LammpsEvaluator(tiny_potential) as ev:
+        ours = ev.evaluate(sro_atoms)
+    assert_close(ours.forces, theirs.forces, 1e-5, "forces, e3gnn vs e3gnn/sevenn")
+
+
+def test_sevenn_compiled_style_small_cell_and_bad_element(sevenn_style_potential, tiny_checkpoint):
+    atoms = bulk("SrO", "rocksalt", a=5.2)
+    atoms.positions[1] += [0.35, -0.2, 0.25]
+    check_against_calculator(sevenn_style_potential, tiny_checkpoint, atoms)
+    bad = Atoms("SrOCa", positions=[[0, 0, 0], [2.6, 0, 0], [0, 2.6, 0]], cell=[8, 8, 8], pbc=True)
+    with pytest.raises(SimulationError, match=r"e3gnn/sevenn: element 'Ca' \(atom type 3\) is not in the model"):
+        with LammpsEvaluator(sevenn_style_potential, ["Sr", "O", "Ca"]) as ev:
+            ev.evaluate(bad)

@@ -296,22 +296,24 @@ CHILD = textwrap.dedent(
     """
     import signal, sys, time
     import numpy as np
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the parent ignores SIGINT
+    # Ctrl-C the way nlmd run handles it: the handler only sets a flag, the loop stops between frames and
+    # the `with` closes the writer. (A KeyboardInterrupt raised at an arbitrary point inside h5py can leave
+    # HDF5's library state half-updated; the writer is not meant to be interrupted mid-call.)
+    stop = []
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))  # even if the parent ignores SIGINT
     sys.path.insert(0, {tests!r})
     from test_h5md import make_frame
     from nlmd.h5md import TrajectoryWriter
     n = int(sys.argv[2])
     i = 0
-    try:
-        with TrajectoryWriter(sys.argv[1], flush_every=5) as w:
-            while True:
-                w.write(make_frame(i, n=n))
-                i += 1
-                if w.n_written == w.n_flushed:
-                    print("flushed", w.n_flushed, flush=True)
-                time.sleep(float(sys.argv[3]))
-    except KeyboardInterrupt:
-        print("closed", w.n_written, w.n_flushed, flush=True)
+    with TrajectoryWriter(sys.argv[1], flush_every=5) as w:
+        while not stop:
+            w.write(make_frame(i, n=n))
+            i += 1
+            if w.n_written == w.n_flushed:
+                print("flushed", w.n_flushed, flush=True)
+            time.sleep(float(sys.argv[3]))
+    print("closed", w.n_written, w.n_flushed, flush=True)
     """
 )
 

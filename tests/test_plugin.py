@@ -12,7 +12,7 @@ from nlmd.cli import main
 
 
 
-def write_input(path, potential):
+def write_input(path, potential, style="e3gnn"):
     path.write_text(f"""
 units metal
 atom_style atomic
@@ -26,7 +26,7 @@ create_atoms 1 box basis 5 2 basis 6 2 basis 7 2 basis 8 2
 mass 1 87.62
 mass 2 15.999
 displace_atoms all random 0.1 0.1 0.1 4321
-pair_style e3gnn
+pair_style {style}
 pair_coeff * * {potential}/deployed_serial.pt Sr O
 thermo_style custom step pe fmax
 run 0
@@ -46,13 +46,14 @@ def test_lmp_finds_the_plugin_without_plugin_load(tiny_potential, tmp_path):
 
 
 @pytest.mark.mpi
-def test_serial_e3gnn_on_two_ranks_points_to_parallel(tiny_potential, tmp_path):
-    write_input(tmp_path / "in.e3gnn", tiny_potential)
+@pytest.mark.parametrize("style", ["e3gnn", "e3gnn/sevenn"])
+def test_serial_e3gnn_on_two_ranks_points_to_parallel(tiny_potential, tmp_path, style):
+    write_input(tmp_path / "in.e3gnn", tiny_potential, style)
     proc = subprocess.run([which("mpirun"), "-np", "2", which("lmp"), "-in", "in.e3gnn"], cwd=tmp_path,
                           env=lmp_env(), capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "pair_style e3gnn runs on one MPI rank only" in out, out[-2000:]
+    assert f"pair_style {style} runs on one MPI rank only" in out, out[-2000:]
     assert "e3gnn/parallel" in out
 
 

@@ -125,6 +125,10 @@ class FixedCore:
         self.rfix = float(self.rfix)
         self.core_ids = np.sort(np.asarray(self.core_ids, dtype=np.int64).reshape(-1))
 
+    def summary(self) -> dict:
+        """The JSON-ready description used in run/import/rescore summaries."""
+        return {"center_id": self.center_id, "rfix": self.rfix, "n_core": int(self.core_ids.size)}
+
 
 @dataclass
 class Frame:

@@ -83,13 +83,7 @@ class ImportResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (the content of ``<output>.summary.json``)."""
-        core = None
-        if self.fixed_core is not None:
-            core = {
-                "center_id": self.fixed_core.center_id,
-                "rfix": self.fixed_core.rfix,
-                "n_core": int(self.fixed_core.core_ids.size),
-            }
+        core = self.fixed_core.summary() if self.fixed_core is not None else None
         return {
             "output": str(self.output),
             "files": [str(p) for p in self.files],

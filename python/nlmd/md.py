@@ -1108,10 +1108,7 @@ def _summary(
         "ranks": run.size,
         "atoms": run.n_atoms,
         "potential": run.potential,
-        "fixed_core": (
-            {"center_id": run.fixed_core.center_id, "rfix": run.fixed_core.rfix, "n_core": int(run.fixed_core.core_ids.size)}
-            if run.fixed_core is not None else None
-        ),
+        "fixed_core": run.fixed_core.summary() if run.fixed_core is not None else None,
         "first_step": run.first_step,
         "last_step": run.step,
         "planned_last_step": run.last_step,

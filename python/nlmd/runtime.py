@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PLUGIN_FILE = "nlmdplugin.so"
 #: the pair styles the plugin registers
-PLUGIN_STYLES = ("e3gnn", "e3gnn/parallel")
+PLUGIN_STYLES = ("e3gnn", "e3gnn/sevenn", "e3gnn/parallel")
 
 
 def _candidate_dirs() -> Iterator[Path]:
