@@ -445,3 +445,25 @@ def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
         for name in ("potential_energy", "temperature", "f_center"):
             np.testing.assert_allclose(a.observable(name), b.observable(name), rtol=1e-9)
         assert np.array_equal(a.fixed_core.core_ids, b.fixed_core.core_ids)
+
+
+@pytest.mark.mpi
+def test_sevennet_on_two_ranks_streams_the_frames_of_one_rank(tmp_path, tiny_potential):
+    """A deployed SevenNet directory under `mpirun -np 2 nlmd run`: pair.lmp switches to e3gnn/parallel, and
+    the first frames equal the 1-rank run with e3gnn to float32 precision."""
+    cell = S.build_fixed_core_cell(5.82, seed=4)
+    S.write_lammps_data(cell, tmp_path / "cell.data")
+    variables = {"potential": str(tiny_potential), "data": str(tmp_path / "cell.data"), "time": "0.004"}
+    serial = tmp_path / "one.h5"
+    run_input(RFIX_IN, serial, every=2, variables=variables, quiet=True)
+    two = tmp_path / "two.h5"
+    args = [a for k, v in variables.items() for a in ("-v", k, v)]
+    res = subprocess.run(nlmd_command(str(RFIX_IN), "-o", str(two), *args, "--every", "2", ranks=2), cwd=tmp_path,
+                         env=lmp_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "pair_style e3gnn/parallel" in (tmp_path / "two.log").read_text()
+    with TrajectoryReader(serial) as a, TrajectoryReader(two) as b:
+        assert np.array_equal(a.steps, b.steps) and a.n_frames == 3
+        assert np.abs(a.read("force") - b.read("force")).max() <= 1e-4  # float32 models, 4 steps of MD
+        assert np.abs(a.read("position") - b.read("position")).max() <= 1e-6
+        np.testing.assert_allclose(a.observable("potential_energy"), b.observable("potential_energy"), rtol=1e-6)
