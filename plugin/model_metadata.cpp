@@ -87,4 +87,19 @@ std::string check_serial_coeff(const ModelMetadata &meta, const std::vector<std:
   return "";
 }
 
+std::string parse_serial_coeff(int narg, char **arg, int ntypes, const std::string &style, ModelMetadata &meta,
+                               std::vector<std::string> &elements)
+{
+  if (narg < 4 || std::string(arg[0]) != "*" || std::string(arg[1]) != "*")
+    return "Incorrect pair_coeff for " + style +
+        ": expected `pair_coeff * * <deployed_serial.pt> <element of type 1> <element of type 2> ...`";
+  try {
+    meta = read_model_metadata(arg[2]);
+  } catch (const std::exception &e) {
+    return "pair_style " + style + " cannot use the model: " + e.what();
+  }
+  elements.assign(arg + 3, arg + narg);
+  return check_serial_coeff(meta, elements, ntypes, style);
+}
+
 }    // namespace nlmd

@@ -31,6 +31,12 @@ std::string check_species(const ModelMetadata &meta, const std::vector<std::stri
 std::string check_serial_coeff(const ModelMetadata &meta, const std::vector<std::string> &elements, int ntypes,
                                const std::string &style);
 
+// Parses `pair_coeff * * <deployed_serial.pt> <element of type 1> ...` for serial style `style`: reads the
+// model's metadata into `meta`, the element list into `elements`, and runs check_serial_coeff().
+// Returns "" when usable, else a sentence.
+std::string parse_serial_coeff(int narg, char **arg, int ntypes, const std::string &style, ModelMetadata &meta,
+                               std::vector<std::string> &elements);
+
 }    // namespace nlmd
 
 #endif

@@ -237,21 +237,11 @@ void PairE3GNNnlmd::coeff(int narg, char **arg)
 {
   require_single_rank();
   if (allocated) error->all(FLERR, "pair_coeff e3gnn was given twice: give it once, as pair_coeff * * ...");
-  if (narg < 4 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
-    error->all(FLERR,
-               "Incorrect pair_coeff for e3gnn: expected `pair_coeff * * <deployed_serial.pt> <element of "
-               "type 1> <element of type 2> ...`");
-
-  const std::string path = arg[2];
   nlmd::ModelMetadata meta;
-  try {
-    meta = nlmd::read_model_metadata(path);
-  } catch (const std::exception &e) {
-    error->all(FLERR, "pair_style e3gnn cannot use the model: {}", e.what());
-  }
-  std::vector<std::string> elements(arg + 3, arg + narg);
-  const std::string bad = nlmd::check_serial_coeff(meta, elements, atom->ntypes, "e3gnn");
+  std::vector<std::string> elements;
+  const std::string bad = nlmd::parse_serial_coeff(narg, arg, atom->ntypes, "e3gnn", meta, elements);
   if (!bad.empty()) error->all(FLERR, bad);
+  const std::string path = arg[2];
   const std::string dtype = meta.get("dtype", "single");
   if (dtype != "single" && dtype != "float32")
     error->all(FLERR, "pair_style e3gnn: {} is a '{}' precision model; e3gnn runs single precision models",

@@ -31,22 +31,11 @@ void PairE3GNNSevenn::require_single_rank()
 void PairE3GNNSevenn::coeff(int narg, char **arg)
 {
   require_single_rank();
-  if (narg < 4 || strcmp(arg[0], "*") != 0 || strcmp(arg[1], "*") != 0)
-    error->all(FLERR,
-               "Incorrect pair_coeff for e3gnn/sevenn: expected `pair_coeff * * <deployed_serial.pt> <element of "
-               "type 1> <element of type 2> ...`");
-
-  const std::string path = arg[2];
   nlmd::ModelMetadata meta;
-  try {
-    meta = nlmd::read_model_metadata(path);
-  } catch (const std::exception &e) {
-    error->all(FLERR, "pair_style e3gnn/sevenn cannot use the model: {}", e.what());
-  }
-  std::vector<std::string> elements(arg + 3, arg + narg);
-  const std::string bad = nlmd::check_serial_coeff(meta, elements, atom->ntypes, "e3gnn/sevenn");
+  std::vector<std::string> elements;
+  const std::string bad = nlmd::parse_serial_coeff(narg, arg, atom->ntypes, "e3gnn/sevenn", meta, elements);
   if (!bad.empty()) error->all(FLERR, bad);
-
+  const std::string path = arg[2];
 
   // SevenNet's coeff() writes to lmp->logfile without checking it: give it a sink under `-log none`.
   FILE *saved = lmp->logfile;
