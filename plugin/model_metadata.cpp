@@ -1,12 +1,18 @@
 #include "model_metadata.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 namespace nlmd {
+
+bool is_aoti_package(const std::string &path)
+{
+  return path.size() > 4 && path.compare(path.size() - 4, 4, ".pt2") == 0;
+}
 
 std::string ModelMetadata::get(const std::string &key, const std::string &fallback) const
 {
@@ -22,18 +28,31 @@ ModelMetadata read_model_metadata(const std::string &path)
   }
   ModelMetadata meta;
   meta.path = path;
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    for (const char *key : {"chemical_symbols_to_index", "cutoff", "num_species", "model_type", "version",
-                            "dtype", "time", "oeq", "flashTP", "comm_size"}) {
-      const std::string record = std::string("extra/") + key;
-      if (!reader.hasRecord(record)) continue;
-      auto [data, size] = reader.getRecord(record);
-      meta.fields[key] = std::string(static_cast<const char *>(data.get()), size);
+  if (is_aoti_package(path)) {
+    try {
+      for (const auto &[key, value] : torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(path, "model"))
+        meta.fields[key] = value;
+    } catch (const std::exception &e) {
+      throw std::runtime_error(path + " is not an AOTInductor package (" + std::string(e.what()).substr(0, 200) +
+                               ")");
     }
-  } catch (const std::exception &e) {
-    throw std::runtime_error(path + " is not a TorchScript archive (" + std::string(e.what()).substr(0, 200) +
-                             ")");
+    if (meta.get("nlmd_format", "") != kAotiFormat)
+      throw std::runtime_error(path + " has nlmd_format '" + meta.get("nlmd_format", "") + "', expected '" +
+                               kAotiFormat + "': compile it with `nlmd deploy --aot` of this nlmd version");
+  } else {
+    try {
+      caffe2::serialize::PyTorchStreamReader reader(path);
+      for (const char *key : {"chemical_symbols_to_index", "cutoff", "num_species", "model_type", "version",
+                              "dtype", "time", "oeq", "flashTP", "comm_size"}) {
+        const std::string record = std::string("extra/") + key;
+        if (!reader.hasRecord(record)) continue;
+        auto [data, size] = reader.getRecord(record);
+        meta.fields[key] = std::string(static_cast<const char *>(data.get()), size);
+      }
+    } catch (const std::exception &e) {
+      throw std::runtime_error(path + " is not a TorchScript archive (" + std::string(e.what()).substr(0, 200) +
+                               ")");
+    }
   }
   for (const char *key : {"cutoff", "chemical_symbols_to_index", "model_type"}) {
     if (!meta.fields.count(key))

@@ -1,5 +1,5 @@
-/* Read the metadata SevenNet stores in a deployed TorchScript file (its `_extra_files`) without loading
-   the model, and check a pair_coeff element list against it. Errors come back as sentences. */
+/* Read the metadata SevenNet stores in a deployed TorchScript file (its `_extra_files`), or nlmd in an
+   AOTInductor package, without loading the model, and check a pair_coeff element list against it. Errors come back as sentences. */
 #ifndef NLMD_MODEL_METADATA_H
 #define NLMD_MODEL_METADATA_H
 
@@ -8,6 +8,12 @@
 #include <vector>
 
 namespace nlmd {
+
+// The calling convention of the AOTInductor packages `nlmd deploy --aot` writes (python/nlmd/aot.py)
+inline constexpr const char *kAotiFormat = "nlmd-e3gnn-aoti-1";
+
+// true for a file named *.pt2 (an AOTInductor package), false for a TorchScript archive
+bool is_aoti_package(const std::string &path);
 
 struct ModelMetadata {
   std::string path;
@@ -19,7 +25,8 @@ struct ModelMetadata {
 };
 
 // Throws std::runtime_error with a sentence naming the file when it is missing, is not a TorchScript
-// archive, or lacks the SevenNet metadata (cutoff, chemical_symbols_to_index, model_type).
+// archive (or, for *.pt2, an nlmd AOTInductor package), or lacks the SevenNet metadata (cutoff,
+// chemical_symbols_to_index, model_type).
 ModelMetadata read_model_metadata(const std::string &path);
 
 // Returns "" when every requested element is in the model, else a sentence naming the first that is not.

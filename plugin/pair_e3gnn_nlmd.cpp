@@ -13,6 +13,7 @@
 #include "utils.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/torch.h>
 
 #include <sched.h>
@@ -163,7 +164,7 @@ void PairE3GNNnlmd::apply_threads()
 
 void PairE3GNNnlmd::load_model(const std::string &path, bool oeq)
 {
-  if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA);
+  if (!aoti && torch::cuda::is_available()) device = torch::Device(torch::kCUDA);    // a package keeps its own
   try {
     model = torch::jit::load(path, device);
     model.eval();
@@ -177,8 +178,46 @@ void PairE3GNNnlmd::load_model(const std::string &path, bool oeq)
   // new shapes (seconds each time). Run the model as scripted, like SevenNet's own styles do. The setting
   // is process-wide, and e3gnn/parallel sets the same.
   torch::jit::setGraphExecutorOptimize(false);
-  model_path = path;
   loaded = true;
+}
+
+/* An AOTInductor package runs on the device it was compiled for: the CPU code Inductor generated cannot
+   run on a GPU (nor CUDA code on a CPU-only node). */
+void PairE3GNNnlmd::load_package(const std::string &path)
+{
+  try {
+    aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(path, "model");
+  } catch (const c10::Error &e) {
+    error->all(FLERR, "pair_style e3gnn cannot load {}: {}", path, e.what_without_backtrace());
+  } catch (const std::exception &e) {
+    error->all(FLERR, "pair_style e3gnn cannot load {}: {}", path, e.what());
+  }
+}
+
+void PairE3GNNnlmd::evaluate(const torch::Tensor &species, const torch::Tensor &edge_index,
+                             const torch::Tensor &edge_vec, int64_t natoms, bool want_atomic,
+                             torch::Tensor &energy, torch::Tensor &atomic_energy, torch::Tensor &dedr)
+{
+  const int64_t ne = edge_vec.size(0);
+  if (aoti && natoms >= 2 && ne >= 2) {
+    auto out = aoti->run({species.to(device), edge_index.to(device), edge_vec.to(device)});
+    energy = out[0].to(torch::kCPU).reshape({});
+    if (want_atomic) atomic_energy = out[1].to(torch::kCPU).reshape({natoms});
+    dedr = out[2].to(torch::kCPU).contiguous();
+    return;
+  }
+  if (!loaded) {    // a package, and a graph too small for it: the TorchScript file it names
+    if (fallback_path.empty())
+      error->one(FLERR, "pair_style e3gnn: {} is compiled for at least 2 atoms and 2 edges, this graph has {} "
+                 "and {}, and the TorchScript file for such graphs is missing", model_path, natoms, ne);
+    load_model(fallback_path, false);
+  }
+  auto ev = device.is_cpu() ? edge_vec.detach().requires_grad_(true) : edge_vec.to(device).requires_grad_(true);
+  auto out = run_model(species, edge_index, ev, natoms).toGenericDict();
+  auto e = out.at("inferred_total_energy").toTensor().squeeze();
+  if (want_atomic) atomic_energy = out.at("atomic_energy").toTensor().detach().to(torch::kCPU).reshape({natoms});
+  dedr = torch::autograd::grad({e}, {ev})[0].to(torch::kCPU).contiguous();
+  energy = e.detach().to(torch::kCPU);
 }
 
 torch::IValue PairE3GNNnlmd::run_model(const torch::Tensor &species, const torch::Tensor &edge_index,
@@ -221,10 +260,9 @@ void PairE3GNNnlmd::warm_up()
   auto edge_index = torch::stack({torch::from_blob(src.data(), {ne}, kLong), torch::from_blob(dst.data(), {ne}, kLong)});
   try {
     for (int k = 0; k < 3; ++k) {
-      auto ev = torch::from_blob(vec.data(), {ne, 3}, kFloat).to(device).clone().requires_grad_(true);
-      auto out = run_model(species, edge_index, ev, n).toGenericDict();
-      auto e = out.at("inferred_total_energy").toTensor().sum();
-      torch::autograd::grad({e}, {ev});
+      auto ev = torch::from_blob(vec.data(), {ne, 3}, kFloat);
+      torch::Tensor e, ea, g;
+      evaluate(species, edge_index, ev, n, true, e, ea, g);
     }
   } catch (const c10::Error &e) {
     error->all(FLERR, "pair_style e3gnn: {} fails on a test graph: {}", model_path, e.what_without_backtrace());
@@ -261,8 +299,28 @@ void PairE3GNNnlmd::coeff(int narg, char **arg)
 
   choose_threads();
   apply_threads();
+  model_path = path;
   const double t0 = platform::walltime();
-  load_model(path, meta.get("oeq", "no") == "yes");
+  std::string kind = "TorchScript";
+  if (nlmd::is_aoti_package(path)) {
+    const std::string dev = meta.get("device", "cpu");
+    if (dev != "cpu" && !(dev == "cuda" && torch::cuda::is_available()))
+      error->all(FLERR, "pair_style e3gnn: {} is compiled for device '{}', which this process does not have; "
+                 "deploy again on this kind of node (nlmd deploy --aot)", path, dev);
+    device = dev == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    const std::string ts = meta.get("torchscript", "");
+    fallback_path.clear();
+    if (!ts.empty()) {
+      const std::string dir = platform::path_dirname(path);
+      fallback_path = dir.empty() || dir == "." ? ts : platform::path_join(dir, ts);
+      if (!platform::file_is_readable(fallback_path)) fallback_path.clear();
+    }
+    load_package(path);
+    kind = fmt::format("AOTInductor package for {} ({}), TorchScript fallback {}", meta.get("AOTI_CPU_ISA", dev),
+                       dev, fallback_path.empty() ? "none" : fallback_path);
+  } else {
+    load_model(path, meta.get("oeq", "no") == "yes");
+  }
   const double t1 = platform::walltime();
   warm_up();
   const double t2 = platform::walltime();
@@ -273,9 +331,9 @@ void PairE3GNNnlmd::coeff(int narg, char **arg)
     utils::logmesg(lmp,
                    "e3gnn: model {} (SevenNet {}, {} precision, cutoff {} A, {} species, deployed {}); "
                    "types:{}\n"
-                   "e3gnn: {} on {}, {} torch thread(s) ({}); loaded in {:.2f} s, warmed up in {:.2f} s\n",
+                   "e3gnn: {} on {}, {}, {} torch thread(s) ({}); loaded in {:.2f} s, warmed up in {:.2f} s\n",
                    path, meta.get("version"), meta.get("dtype"), meta.cutoff, meta.species.size(),
-                   meta.get("time"), types, "nlmd pair style", device.is_cuda() ? "CUDA" : "CPU", nthreads,
+                   meta.get("time"), types, "nlmd pair style", device.is_cuda() ? "CUDA" : "CPU", kind, nthreads,
                    threads_origin, t1 - t0, t2 - t1);
 }
 
@@ -293,7 +351,7 @@ double PairE3GNNnlmd::init_one(int, int)
 void PairE3GNNnlmd::compute(int eflag, int vflag)
 {
   ev_init(eflag, vflag);
-  if (!loaded) error->all(FLERR, "pair_style e3gnn: no model loaded (pair_coeff missing)");
+  if (!loaded && !aoti) error->all(FLERR, "pair_style e3gnn: no model loaded (pair_coeff missing)");
   apply_threads();
 
   double **x = atom->x;
@@ -346,15 +404,11 @@ void PairE3GNNnlmd::compute(int eflag, int vflag)
     std::memcpy(edge_index.data_ptr<int64_t>(), edge_src.data(), ne * sizeof(int64_t));
     std::memcpy(edge_index.data_ptr<int64_t>() + ne, edge_dst.data(), ne * sizeof(int64_t));
   }
-  torch::Tensor ev = torch::from_blob(edge_vec.data(), {ne, 3}, kFloat);
-  ev = device.is_cpu() ? ev.detach().requires_grad_(true) : ev.to(device).requires_grad_(true);
+  auto ev = torch::from_blob(edge_vec.data(), {ne, 3}, kFloat);
 
   torch::Tensor energy, dedr, atomic_energy;
   try {
-    auto out = run_model(species, edge_index, ev, inum).toGenericDict();
-    energy = out.at("inferred_total_energy").toTensor().squeeze();
-    if (eflag_atom) atomic_energy = out.at("atomic_energy").toTensor().detach().to(torch::kCPU).reshape({inum});
-    dedr = torch::autograd::grad({energy}, {ev})[0].to(torch::kCPU).contiguous();
+    evaluate(species, edge_index, ev, inum, eflag_atom, energy, atomic_energy, dedr);
   } catch (const c10::Error &e) {
     error->one(FLERR, "pair_style e3gnn: the model {} failed on {} atoms and {} edges: {}", model_path, inum,
                ne, e.what_without_backtrace());
@@ -363,7 +417,7 @@ void PairE3GNNnlmd::compute(int eflag, int vflag)
                ne, e.what());
   }
 
-  if (eflag_global) eng_vdwl += energy.detach().to(torch::kCPU).item<double>();
+  if (eflag_global) eng_vdwl += energy.item<double>();
 
   // F_src += dE/dr, F_dst -= dE/dr (r = x_dst - x_src); virial W_ab = -sum_edges r_a dE/dr_b, per atom on dst
   const float *g = dedr.data_ptr<float>();

@@ -3,6 +3,11 @@
 
        pair_style e3gnn [threads N]
        pair_coeff * * <deployed_serial.pt> <element of type 1> <element of type 2> ...
+       pair_coeff * * <deployed_serial.pt2> <elements ...>      (AOTInductor package of `nlmd deploy --aot`)
+
+   With a .pt2 file the model and its energy gradient run as C++ compiled ahead of time by Inductor
+   (python/nlmd/aot.py has the calling convention); graphs with fewer than two atoms or edges, which the
+   package is not compiled for, go through the TorchScript file named in its metadata.
 
    The graph has the local atoms as nodes; a neighbour within the cutoff that is a ghost atom (a periodic
    image) becomes an edge to the local atom it images, with the image's displacement as edge vector, so
@@ -23,8 +28,13 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace torch::inductor {
+class AOTIModelPackageLoader;
+}
 
 namespace LAMMPS_NS {
 
@@ -40,8 +50,10 @@ class PairE3GNNnlmd : public Pair {
   double init_one(int, int) override;
 
  private:
-  torch::jit::Module model;
+  torch::jit::Module model;                                      // TorchScript (or the package's fallback)
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;  // the AOTInductor package, when given
   std::string model_path;
+  std::string fallback_path;    // TorchScript file for graphs the package does not take (empty: none)
   torch::Device device;
   double cutoff = 0.0;
   double cutoff_sq = 0.0;
@@ -62,9 +74,14 @@ class PairE3GNNnlmd : public Pair {
   void choose_threads();
   void apply_threads();
   void load_model(const std::string &path, bool oeq);
+  void load_package(const std::string &path);
   void warm_up();
   torch::IValue run_model(const torch::Tensor &species, const torch::Tensor &edge_index,
                           const torch::Tensor &edge_vec, int64_t natoms);
+  // energy (scalar), per-atom energies [natoms] (when wanted) and d energy / d edge_vec [nedges, 3] on the CPU
+  void evaluate(const torch::Tensor &species, const torch::Tensor &edge_index, const torch::Tensor &edge_vec,
+                int64_t natoms, bool want_atomic, torch::Tensor &energy, torch::Tensor &atomic_energy,
+                torch::Tensor &dedr);
 };
 
 }    // namespace LAMMPS_NS

@@ -52,7 +52,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_potential(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny checkpoint deployed (serial and parallel) into a potential directory, verified."""
+    """The tiny checkpoint deployed as `nlmd deploy` does by default into a potential directory, verified:
+    TorchScript, the AOTInductor package pair_style e3gnn runs on one rank, and the parallel deployment."""
     from nlmd.potentials import deploy
 
     out = tmp_path_factory.mktemp("pot") / "tiny"
@@ -60,6 +61,24 @@ def tiny_potential(tiny_checkpoint, tmp_path_factory) -> Path:
         warnings.simplefilter("ignore")
         deploy(tiny_checkpoint, out, parallel=True, verify=True, echo=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_torchscript_potential(tiny_potential, tmp_path_factory) -> Path:
+    """The tiny deployment with pair.lmp pointing pair_style e3gnn at the TorchScript file (no package)."""
+    import json
+
+    from nlmd.potentials import pair_lines
+
+    d = tmp_path_factory.mktemp("pot-ts") / "tiny"
+    shutil.copytree(tiny_potential, d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    (d / "deployed_serial.pt2").unlink()
+    manifest["aot"] = None
+    manifest["files"].remove("deployed_serial.pt2")
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / "pair.lmp").write_text(pair_lines(manifest))
+    return d
 
 
 @pytest.fixture

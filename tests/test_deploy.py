@@ -20,7 +20,7 @@ def leftovers(directory):
 
 def test_deploy_writes_a_verified_potential_directory(tiny_potential, tiny_checkpoint):
     names = sorted(p.name for p in tiny_potential.iterdir())
-    assert names == ["deployed_parallel", "deployed_serial.pt", "manifest.json", "pair.lmp"]
+    assert names == ["deployed_parallel", "deployed_serial.pt", "deployed_serial.pt2", "manifest.json", "pair.lmp"]
     m = json.loads((tiny_potential / "manifest.json").read_text())
     assert m["elements"] == ["O", "Sr"]
     assert m["cutoff"] == 4.0 and m["num_layers"] == 2
@@ -29,23 +29,27 @@ def test_deploy_writes_a_verified_potential_directory(tiny_potential, tiny_check
         assert m["provenance"][key]
     assert m["verification"]["max_force_diff"] <= 1e-4
     assert sorted(m["files"]) == ["deployed_parallel/deployed_parallel_0.pt", "deployed_parallel/deployed_parallel_1.pt",
-                                  "deployed_serial.pt"]
+                                  "deployed_serial.pt", "deployed_serial.pt2"]
+    assert m["aot"]["file"] == "deployed_serial.pt2" and m["aot"]["check_rel_dedr_diff"] <= 1e-4
     pair = (tiny_potential / "pair.lmp").read_text()
-    assert "pair_coeff * * ${potential}/deployed_serial.pt ${elements}" in pair
+    assert "pair_coeff * * ${potential}/deployed_serial.pt2 ${elements}" in pair
     assert "pair_coeff * * 2 ${potential}/deployed_parallel ${elements}" in pair
     assert "extract_setting(world_size)" in pair
 
 
 def test_cli_deploy_and_force(tiny_checkpoint, tmp_path):
     out = tmp_path / "pot"
-    r = run(tiny_checkpoint, "-o", out, "--no-parallel")
+    r = run(tiny_checkpoint, "-o", out, "--no-parallel", "--no-aot")
     assert r.exit_code == 0, r.output
     assert "largest force difference" in r.output
     assert not (out / "deployed_parallel").exists()
-    r = run(tiny_checkpoint, "-o", out, "--no-parallel")
+    assert not (out / "deployed_serial.pt2").exists()
+    assert "deployed_serial.pt ${elements}" in (out / "pair.lmp").read_text()
+    assert json.loads((out / "manifest.json").read_text())["aot"] is None
+    r = run(tiny_checkpoint, "-o", out, "--no-parallel", "--no-aot")
     assert r.exit_code == 1
     assert "already exists; pass --force" in r.output
-    r = run(tiny_checkpoint, "-o", out, "--no-parallel", "--force", "--no-verify")
+    r = run(tiny_checkpoint, "-o", out, "--no-parallel", "--no-aot", "--force", "--no-verify")
     assert r.exit_code == 0, r.output
     assert leftovers(tmp_path) == []
 
@@ -83,7 +87,7 @@ def test_failed_verification_leaves_nothing(tiny_checkpoint, tmp_path, monkeypat
     import nlmd.potentials
 
     monkeypatch.setattr(nlmd.potentials, "VERIFY_FORCE_TOL", 0.0)  # float32 LAMMPS vs calculator never agree to 0
-    r = run(tiny_checkpoint, "-o", tmp_path / "out", "--no-parallel")
+    r = run(tiny_checkpoint, "-o", tmp_path / "out", "--no-parallel", "--no-aot")
     assert r.exit_code == 1
     assert "verification failed" in r.output and "nothing was written" in r.output
     assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -1,4 +1,5 @@
-"""pair_style e3gnn (SevenNet's serial style in our plugin) against SevenNetCalculator."""
+"""pair_style e3gnn (nlmd's serial SevenNet style) against SevenNetCalculator, with the AOTInductor package
+`nlmd deploy` compiles and with the TorchScript file; e3gnn/sevenn (SevenNet's own style) likewise."""
 
 from __future__ import annotations
 
@@ -40,43 +41,49 @@ def check_against_calculator(potential, checkpoint, atoms, elements=None):
     return got
 
 
-def test_sro_displaced(tiny_potential, tiny_checkpoint, sro_atoms):
-    check_against_calculator(tiny_potential, tiny_checkpoint, sro_atoms)
+@pytest.fixture(params=["aot", "torchscript"])
+def serial_potential(request, tiny_potential, tiny_torchscript_potential):
+    """The tiny deployment through pair_style e3gnn: deployed_serial.pt2 (default) or deployed_serial.pt."""
+    return tiny_potential if request.param == "aot" else tiny_torchscript_potential
 
 
-def test_triclinic_cell(tiny_potential, tiny_checkpoint):
+def test_sro_displaced(serial_potential, tiny_checkpoint, sro_atoms):
+    check_against_calculator(serial_potential, tiny_checkpoint, sro_atoms)
+
+
+def test_triclinic_cell(serial_potential, tiny_checkpoint):
     atoms = bulk("SrO", "rocksalt", a=5.2).repeat((3, 2, 2))  # primitive fcc vectors: a skewed cell
     atoms.set_cell(atoms.cell.array + np.array([[0.0, 0.3, -0.2], [0.25, 0.0, 0.1], [0.0, -0.15, 0.0]]),
                    scale_atoms=True)
     atoms.rattle(0.1, seed=5)
     assert not atoms.cell.orthorhombic
-    check_against_calculator(tiny_potential, tiny_checkpoint, atoms)
+    check_against_calculator(serial_potential, tiny_checkpoint, atoms)
 
 
-def test_cell_smaller_than_twice_the_cutoff(tiny_potential, tiny_checkpoint):
+def test_cell_smaller_than_twice_the_cutoff(serial_potential, tiny_checkpoint):
     # 2-atom primitive rocksalt cell: |a_i| = 3.68 A < 2 x 4 A cutoff, so atoms see several images of each other
     atoms = bulk("SrO", "rocksalt", a=5.2)
     atoms.positions[1] += [0.35, -0.2, 0.25]
     assert min(atoms.cell.lengths()) < 2 * 4.0
-    check_against_calculator(tiny_potential, tiny_checkpoint, atoms)
+    check_against_calculator(serial_potential, tiny_checkpoint, atoms)
 
 
-def test_element_order_differs_from_model(tiny_potential, tiny_checkpoint, sro_atoms):
+def test_element_order_differs_from_model(serial_potential, tiny_checkpoint, sro_atoms):
     # the model orders O before Sr (by atomic number); give LAMMPS type 1 = Sr, type 2 = O and the reverse
-    a = check_against_calculator(tiny_potential, tiny_checkpoint, sro_atoms, ["Sr", "O"])
-    b = check_against_calculator(tiny_potential, tiny_checkpoint, sro_atoms, ["O", "Sr"])
+    a = check_against_calculator(serial_potential, tiny_checkpoint, sro_atoms, ["Sr", "O"])
+    b = check_against_calculator(serial_potential, tiny_checkpoint, sro_atoms, ["O", "Sr"])
     assert_close(a.forces, b.forces, 1e-6, "forces with swapped type order")
 
 
-def test_element_the_model_lacks_fails_clearly(tiny_potential):
+def test_element_the_model_lacks_fails_clearly(serial_potential):
     atoms = Atoms("SrOCa", positions=[[0, 0, 0], [2.6, 0, 0], [0, 2.6, 0]], cell=[8, 8, 8], pbc=True)
     with pytest.raises(SimulationError, match=r"element 'Ca' \(atom type 3\) is not in the model"):
-        with LammpsEvaluator(tiny_potential, ["Sr", "O", "Ca"]) as ev:
+        with LammpsEvaluator(serial_potential, ["Sr", "O", "Ca"]) as ev:
             ev.evaluate(atoms)
 
 
-def test_rescoring_many_structures_reuses_the_instance(tiny_potential, tiny_checkpoint, sro_atoms):
-    with LammpsEvaluator(tiny_potential) as ev:
+def test_rescoring_many_structures_reuses_the_instance(serial_potential, tiny_checkpoint, sro_atoms):
+    with LammpsEvaluator(serial_potential) as ev:
         for seed in (1, 2):
             atoms = sro_atoms.copy()
             atoms.rattle(0.05, seed=seed)
@@ -92,7 +99,7 @@ def test_sevennet0_sro(sro_atoms, tmp_path):
     """SevenNet-0 deployed by nlmd deploy: LAMMPS forces equal SevenNetCalculator's."""
     from nlmd.potentials import deploy, resolve_checkpoint
 
-    pot = deploy("7net-0", tmp_path / "7net-0", parallel=False, verify=False, echo=lambda s: None)
+    pot = deploy("7net-0", tmp_path / "7net-0", parallel=False, aot=False, verify=False, echo=lambda s: None)
     checkpoint, _ = resolve_checkpoint("7net-0")
     check_against_calculator(pot, checkpoint, sro_atoms, ["Sr", "O"])
 

@@ -1,7 +1,8 @@
 """Potential directories: loading them, and deploying SevenNet checkpoints into them (with verification).
 
 A potential directory holds ``manifest.json`` and ``pair.lmp`` (see docs/contracts.md); a deployed
-SevenNet model also holds ``deployed_serial.pt`` and, for several MPI ranks, ``deployed_parallel/``.
+SevenNet model also holds ``deployed_serial.pt``, usually ``deployed_serial.pt2`` (the same model compiled
+ahead of time, see nlmd.aot) and, for several MPI ranks, ``deployed_parallel/``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from nlmd.errors import InputError, ModelError
 MANIFEST = "manifest.json"
 PAIR_FILE = "pair.lmp"
 SERIAL_FILE = "deployed_serial.pt"
+AOT_FILE = "deployed_serial.pt2"
 PARALLEL_DIR = "deployed_parallel"
 #: largest force difference (eV/Angstrom) between LAMMPS and SevenNetCalculator accepted by deploy
 VERIFY_FORCE_TOL = 1e-4
@@ -212,7 +214,8 @@ def pair_lines(manifest: dict) -> str:
         "# Include after the atoms exist; the including input defines ${potential} (this directory)\n"
         "# and ${elements} (element symbols in atom-type order), see docs/contracts.md.\n"
     )
-    serial = f"pair_coeff * * ${{potential}}/{SERIAL_FILE} ${{elements}}"
+    serial_file = AOT_FILE if manifest.get("aot") else SERIAL_FILE
+    serial = f"pair_coeff * * ${{potential}}/{serial_file} ${{elements}}"
     if not manifest.get("parallel"):
         return head + f"pair_style e3gnn\n{serial}\n"
     parallel = f"pair_coeff * * {manifest['num_layers']} ${{potential}}/{PARALLEL_DIR} ${{elements}}"
@@ -232,11 +235,16 @@ def deploy(
     out: str | Path | None = None,
     *,
     parallel: bool = True,
+    aot: bool = True,
     force: bool = False,
     verify: bool = True,
     echo: Callable[[str], None] = print,
 ) -> Path:
-    """Deploy a SevenNet checkpoint (path or pretrained name) into a verified potential directory."""
+    """Deploy a SevenNet checkpoint (path or pretrained name) into a verified potential directory.
+
+    With ``aot`` the serial model is also compiled ahead of time (``deployed_serial.pt2``, minutes) and
+    ``pair_style e3gnn`` uses it; if that compilation fails the directory keeps TorchScript only and the
+    reason is echoed and kept in the manifest."""
     checkpoint, pretrained = resolve_checkpoint(model)
     cp = load_checkpoint(checkpoint)
     config = cp.config
@@ -253,6 +261,14 @@ def deploy(
         export_torchscript(checkpoint, tmp, parallel)
         comm_size = None
         files = [SERIAL_FILE]
+        aot_summary, aot_failure = None, None
+        if aot:
+            try:
+                aot_summary = compile_aot(checkpoint, tmp / AOT_FILE, echo=echo)
+                files.append(AOT_FILE)
+            except ModelError as exc:
+                aot_failure = str(exc)
+                echo(f"warning: {aot_failure}; the potential uses the TorchScript model (slower)")
         if parallel:
             files += sorted(f"{PARALLEL_DIR}/{p.name}" for p in (tmp / PARALLEL_DIR).iterdir())
             comm_size = _read_extra(tmp / PARALLEL_DIR / "deployed_parallel_0.pt", "comm_size")
@@ -267,6 +283,8 @@ def deploy(
             "dtype": str(config.get("dtype", "single")),
             "pair_style": "e3gnn",
             "files": files,
+            "aot": aot_summary,
+            **({"aot_failure": aot_failure} if aot_failure else {}),
             "parallel": {"dir": PARALLEL_DIR, "comm_size": int(comm_size), "pair_style": "e3gnn/parallel"}
             if parallel
             else None,
@@ -303,6 +321,23 @@ def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> Non
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise ModelError(f"SevenNet could not export {checkpoint} to TorchScript: {lines[-1] if lines else 'no message'}")
+
+
+def compile_aot(checkpoint: Path, out: Path, *, echo: Callable[[str], None] = print) -> dict:
+    """Compile the serial model into the AOTInductor package ``out`` (nlmd.aot), in a child process for the
+    reason given in export_torchscript(); return the compiler's summary or raise ModelError."""
+    echo(f"compiling the serial model ahead of time with AOTInductor (a few minutes; --no-aot skips) -> {out.name}")
+    cmd = [sys.executable, "-m", "nlmd.aot", str(checkpoint), str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise ModelError(f"AOTInductor could not compile {checkpoint}: {err[-1] if err else 'no message'}")
+    summary = json.loads(lines[-1])
+    echo(f"compiled in {summary['export_s'] + summary['compile_s']:.0f} s for {summary['cpu_isa'] or 'this CPU'}; "
+         f"package vs SevenNet's model: {summary['check_rel_dedr_diff']:.1e} (relative, energy gradient)")
+    return summary
 
 
 def _export_main(argv: list[str]) -> None:
