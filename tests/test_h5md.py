@@ -227,6 +227,75 @@ def test_flush_policy_and_discard(tmp_path):
     assert not path.exists()
 
 
+def test_write_copies_unless_told_not_to_and_checks_ids_once_per_array(tmp_path):
+    path = tmp_path / "t.h5"
+    with TrajectoryWriter(path, flush_every=10) as w:
+        a = make_frame(0)
+        w.write(a)  # copied: changing the frame afterwards does not change the file
+        a.positions[:] = 7.0
+        b = make_frame(1)
+        w.write(b, copy=False)  # kept as it is until the flush: the caller promised not to change it
+        b.positions[:] = 9.0
+    with TrajectoryReader(path) as r:
+        pos = r.read("position")
+    assert np.array_equal(pos[0], make_frame(0).positions) and np.all(pos[1] == 9.0)
+
+    ids = np.arange(1, N + 1, dtype=np.int64)
+    ids.flags.writeable = False  # one read-only ids array for every frame (nlmd run): checked once
+    with TrajectoryWriter(tmp_path / "u.h5") as w:
+        for i in range(3):
+            fr = make_frame(i)
+            fr.ids = ids
+            w.write(fr, copy=False)
+        bad = make_frame(3)
+        bad.ids = ids[::-1].copy()
+        bad.ids.flags.writeable = False
+        with pytest.raises(InputError, match="strictly ascending"):  # another array: checked
+            w.write(bad)
+        mutable = np.arange(1, N + 1, dtype=np.int64)
+        fr = make_frame(4)
+        fr.ids = mutable
+        w.write(fr)
+        mutable[:2] = mutable[1::-1]  # the same array object, writable, now out of order: checked again
+        with pytest.raises(InputError, match="strictly ascending"):
+            w.write(fr)
+
+
+def test_per_atom_series_bypass_the_chunk_cache(tmp_path):
+    """Whole one-frame chunks go straight to the file (no copy through HDF5's chunk cache)."""
+    path = tmp_path / "t.h5"
+    with TrajectoryWriter(path, flush_every=2) as w:
+        for i in range(3):
+            w.write(make_frame(i))
+        caches = {name: ds.id.get_access_plist().get_chunk_cache()[1] for name, ds in w._dsets.items()}
+    assert all(caches[name] == 0 for name in ("position", "velocity", "force", "energies", "species", "id"))
+    assert caches["box"] > 0 and caches["step"] > 0  # small partial chunks keep theirs
+    with TrajectoryReader(path) as r:
+        np.testing.assert_array_equal(r.read("force"), np.stack([make_frame(i).forces for i in range(3)]))
+        assert r.file["particles/trajectory/position/value"].attrs["unit"] == "Angstrom"
+
+
+def test_reader_explains_a_file_written_without_energies(tmp_path):
+    frames = [make_frame(i, optional=False) for i in range(2)]
+    plain, no_e = tmp_path / "plain.h5", tmp_path / "no_e.h5"
+    write(plain, frames)
+    write(no_e, frames, parameters={"energies": False})
+    with TrajectoryReader(no_e) as r:
+        assert r.without_energies
+        with pytest.raises(InputError, match=r"has no 'energies' series: it was written by `nlmd run --no-energies`"):
+            r.read("energies")
+        with pytest.raises(InputError, match=r"no_e\.h5: has no observable 'potential_energy' \(it has none\): it was"):
+            r.observable("potential_energy")
+        with pytest.raises(InputError, match=r"has no 'energies' series: it was written"):
+            r.frame_bytes(["energies"])
+        with pytest.raises(InputError, match=r"has no 'force' series$"):  # not an energy: no such hint
+            r.read("force")
+    with TrajectoryReader(plain) as r:
+        assert not r.without_energies
+        with pytest.raises(InputError, match=r"has no 'energies' series$"):
+            r.read("energies")
+
+
 def test_iter_blocks_covers_every_frame_once(tmp_path, monkeypatch):
     path = tmp_path / "t.h5"
     frames = [make_frame(i) for i in range(T)]

@@ -312,6 +312,186 @@ def test_tiny_sevenn_potential(tiny_potential, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
+# frames without energies (--no-energies); the writer thread
+
+
+def test_no_energies_frames_are_those_with_energies_less_the_energies(tmp_path):
+    variables = rigid(time=0.02)
+    with_e = tmp_path / "e.h5"
+    run_input(RFIX_IN, with_e, every=2, variables=variables, quiet=True)
+    without = tmp_path / "n.h5"
+    args = [a for k, v in variables.items() for a in ("-v", k, v)]
+    res = CliRunner().invoke(main, ["run", str(RFIX_IN), "-o", str(without), *args, "--every", "2", "--no-energies"])
+    assert res.exit_code == 0, res.output
+    assert "11 frames x 144 atoms" in res.output
+    with TrajectoryReader(with_e) as a, TrajectoryReader(without) as b:
+        assert np.array_equal(a.steps, b.steps) and b.steps[0] == 0  # the set-up frame included
+        for series in ("position", "velocity", "force", "box", "species", "id"):
+            assert np.array_equal(a.read(series), b.read(series)), series  # the same numbers, bit for bit
+        assert not b.has("energies") and b.observable_names == ["f_center"]
+        assert np.array_equal(a.observable("f_center"), b.observable("f_center"))
+        assert b.parameters["energies"] is False and a.parameters["energies"] is True
+        assert b.parameters["temperature_compute"] == "" and "--no-energies" in b.parameters["command"]
+        assert b.without_energies and not a.without_energies
+        for read in (lambda: b.read("energies"), lambda: b.observable("potential_energy"),
+                     lambda: b.observable("temperature")):
+            with pytest.raises(InputError, match=r"written by `nlmd run --no-energies`"):
+                read()
+    summary = json.loads(summary_path(without).read_text())
+    assert summary["energies"] is False and summary["frames"] == 11
+
+
+def test_no_energies_does_not_make_lammps_tally_energies(tmp_path):
+    """With energies every frame step tallies energy (pe/atom, thermo pe); without, only the input's own
+    thermo steps do -- not even the sampling of positions, velocities and forces (an ave/atom of x, v, f
+    alone would, in this LAMMPS)."""
+    path = crystal_input(tmp_path)  # thermo 5; the final run is steps 7..20
+
+    class Spy(Observer):
+        def start(self, run):
+            self.run, self.tallied = run, []
+
+        def step(self, step):  # LAMMPS's post-force stage of `step`
+            if int(self.run.lmp.extract_global("eflag_global")) == step:
+                self.tallied.append(step)
+
+    tallied = {}
+    for energies in (True, False):
+        spy = Spy()
+        with Run(path, every=1, log=tmp_path / "log.lammps", energies=energies) as run:
+            run.setup()
+            run.attach(spy)
+            assert run.run().frames == 14
+        tallied[energies] = spy.tallied
+    assert tallied[True] == list(range(7, 21))
+    assert tallied[False] == [7, 10, 15, 20]  # set-up and thermo steps only
+
+
+def test_no_energies_box_of_a_triclinic_barostat(tmp_path):
+    """The box changes inside every step (npt) and at its end (deform); a thermostat acts at the end of the
+    step: the frames without energies still equal those with, set-up frame included."""
+    path = tmp_path / "npt.in"
+    path.write_text("""units metal
+atom_style atomic
+lattice fcc 5.26
+region box prism 0 3 0 3 0 3 0.2 0.1 0.0
+create_box 1 box
+create_atoms 1 box
+mass 1 39.948
+pair_style lj/cut 8.0
+pair_coeff 1 1 0.0104 3.40
+timestep 0.002
+velocity all create 100 4928 dist gaussian
+fix npt all npt temp 100 300 0.1 tri 0 4000 0.5
+fix ber all temp/berendsen 100 300 0.05
+thermo 7
+run 4
+run 17
+""")
+    files = {}
+    for energies in (True, False):
+        files[energies] = tmp_path / f"b{energies}.h5"
+        run_input(path, files[energies], every=2, energies=energies, quiet=True)
+    with TrajectoryReader(files[True]) as a, TrajectoryReader(files[False]) as b:
+        assert list(b.steps) == list(range(4, 22, 2))
+        box = b.read("box")
+        assert np.abs(box[:, 1, 0]).min() > 0 and len({float(x) for x in box[:, 0, 0]}) == b.n_frames  # tilted, changing
+        for series in ("position", "velocity", "force", "box"):
+            assert np.array_equal(a.read(series), b.read(series)), series
+
+
+def test_writer_thread_writes_the_same_file_and_restores_the_switch_interval(tmp_path):
+    path = crystal_input(tmp_path)
+    before = sys.getswitchinterval()
+    seen = []
+
+    class SwitchSpy(Observer):
+        def step(self, step):
+            seen.append(sys.getswitchinterval())
+
+    files = {}
+    for thread in (True, False):
+        files[thread] = tmp_path / f"w{thread}.h5"
+        with Run(path, every=1, log=tmp_path / "log.lammps") as run:
+            run.setup()
+            from nlmd.h5md import TrajectoryWriter
+            from nlmd.md import TrajectoryStream
+
+            writer = TrajectoryWriter(files[thread], parameters=run.parameters(), flush_every=3)
+            stream = TrajectoryStream(writer, background=thread)
+            run.attach(stream)
+            if thread:
+                run.attach(SwitchSpy())
+            run.run()
+            assert stream._thread is None and writer.n_written == 14  # drained and joined by finish
+            writer.close()
+    assert seen and max(seen) <= 2e-4 and sys.getswitchinterval() == before
+    with TrajectoryReader(files[True]) as a, TrajectoryReader(files[False]) as b:
+        assert a.n_frames == b.n_frames == 14
+        for series in ("position", "velocity", "force", "energies", "box", "id", "species"):
+            assert np.array_equal(a.read(series), b.read(series)), series
+
+
+def test_writer_thread_error_stops_the_run_and_keeps_the_flushed_frames(tmp_path, monkeypatch):
+    import threading
+
+    from nlmd.h5md import TrajectoryWriter
+
+    write = TrajectoryWriter.write
+    threads = set()
+
+    def failing_write(self, frame, **kw):
+        threads.add(threading.current_thread().name)
+        if self.n_written == 5:  # the 6th frame
+            raise OSError(28, "No space left on device")
+        write(self, frame, **kw)
+
+    monkeypatch.setattr(TrajectoryWriter, "write", failing_write)
+    out = tmp_path / "f.h5"
+    with pytest.raises(SimulationError, match=r"OSError: \[Errno 28\] No space left on device; 5 frames were written"):
+        run_input(crystal_input(tmp_path), out, every=1, flush_every=2, quiet=True)
+    assert threads == {"nlmd-writer"}
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["status"] == "failed" and summary["frames"] == 5
+    with TrajectoryReader(out) as r:
+        assert list(r.steps) == [7, 8, 9, 10, 11]  # the frames before the error; the file is closed and complete
+
+
+def test_writer_thread_flushes_after_flush_seconds_without_new_frames(tmp_path):
+    from nlmd.h5md import Frame, TrajectoryWriter
+    from nlmd.md import TrajectoryStream
+
+    writer = TrajectoryWriter(tmp_path / "t.h5", flush_every=100, flush_seconds=0.2)
+    stream = TrajectoryStream(writer, background=True)
+    stream.start(None)
+    try:
+        ids = np.arange(1, 4)
+        stream.frame(Frame(step=0, time=0.0, box=np.eye(3), ids=ids, species=np.full(3, 18), positions=np.zeros((3, 3))))
+        t_end = time.monotonic() + 10
+        while writer.n_flushed == 0 and time.monotonic() < t_end:
+            time.sleep(0.02)
+        assert writer.n_flushed == 1  # by the thread's clock, no frame or step after it
+    finally:
+        stream.stop()
+        writer.close()
+
+
+def test_rescore_and_compare_a_file_without_energies(tmp_path):
+    path = crystal_input(tmp_path)
+    frames = tmp_path / "n.h5"
+    run_input(path, frames, every=5, energies=False, quiet=True)
+    rescored = tmp_path / "r.h5"
+    res = CliRunner().invoke(main, ["rescore", str(frames), "--potential", str(RIGID), "-o", str(rescored), "-q"])
+    assert res.exit_code == 0, res.output
+    with TrajectoryReader(frames) as a, TrajectoryReader(rescored) as b:
+        assert b.has("energies") and "potential_energy" in b.observable_names and not b.without_energies
+        np.testing.assert_allclose(b.read("force"), a.read("force"), rtol=1e-9, atol=1e-9)
+    res = CliRunner().invoke(main, ["compare", str(frames), str(rescored)])
+    assert res.exit_code == 0, res.output
+    assert f"energy: not compared (no potential_energy in {frames})" in res.output
+
+
+# --------------------------------------------------------------------------------------------------
 # errors
 
 
@@ -445,6 +625,25 @@ def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
         for name in ("potential_energy", "temperature", "f_center"):
             np.testing.assert_allclose(a.observable(name), b.observable(name), rtol=1e-9)
         assert np.array_equal(a.fixed_core.core_ids, b.fixed_core.core_ids)
+
+
+@pytest.mark.mpi
+def test_two_ranks_without_energies(tmp_path):
+    """--no-energies on 2 ranks: the box comes from the rank that holds the probe atom, frames as on one."""
+    cell = S.build_fixed_core_cell(5.82, seed=4)
+    S.write_lammps_data(cell, tmp_path / "cell.data")
+    serial = tmp_path / "one.h5"
+    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02), quiet=True)
+    two = tmp_path / "two.h5"
+    cmd = nlmd_command(str(RFIX_IN), "-o", str(two), "-v", "potential", str(RIGID), "-v", "data",
+                       str(tmp_path / "cell.data"), "-v", "time", "0.02", "--every", "2", "--no-energies", ranks=2)
+    res = subprocess.run(cmd, cwd=tmp_path, env=lmp_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    with TrajectoryReader(serial) as a, TrajectoryReader(two) as b:
+        assert b.parameters["ranks"] == 2 and b.without_energies and np.array_equal(a.steps, b.steps)
+        for series in ("position", "velocity", "force", "box", "species", "id"):
+            x, y = a.read(series), b.read(series)
+            assert np.abs(x - y).max() <= 1e-8 * max(1.0, float(np.abs(x).max())), series
 
 
 @pytest.mark.mpi

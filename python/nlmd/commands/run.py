@@ -9,12 +9,14 @@ from pathlib import Path
 import click
 
 
-def _reconstruct(input_path: Path, output: Path, every: int | None, variables, quiet, force, log) -> str:
+def _reconstruct(input_path: Path, output: Path, every: int | None, variables, quiet, force, log,
+                 no_energies: bool = False) -> str:
     args = ["nlmd", "run", str(input_path), "-o", str(output)]
     if every is not None:
         args += ["--every", str(every)]
     for name, value in variables:
         args += ["-v", name, value]
+    args += ["--no-energies"] * bool(no_energies)
     args += ["--quiet"] * bool(quiet) + ["--force"] * bool(force)
     if log is not None:
         args += ["--log", str(log)]
@@ -30,17 +32,20 @@ def _reconstruct(input_path: Path, output: Path, every: int | None, variables, q
                    "-var every N, so its own thermo and dump intervals match.")
 @click.option("-v", "--var", "variables", type=(str, str), multiple=True, metavar="NAME VALUE",
               help="Set an input variable, as lmp's -var NAME VALUE (repeatable).")
+@click.option("--no-energies", is_flag=True,
+              help="Frames without per-atom energies, potential energy and temperature, so that LAMMPS need not "
+                   "tally energies on every frame step (much cheaper with classical potentials; see docs/run.md).")
 @click.option("--quiet", is_flag=True, help="No progress line (it is also off when stderr is not a terminal).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--log", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="LAMMPS log file [default: the output with suffix .log, e.g. traj.log].")
 def command(input_path: Path, output: Path, every: int | None, variables: tuple[tuple[str, str], ...],
-            quiet: bool, force: bool, log: Path | None) -> None:
+            no_energies: bool, quiet: bool, force: bool, log: Path | None) -> None:
     """Run the LAMMPS input INPUT in-process and stream its final run to an H5MD file.
 
     The input runs as with `lmp -in INPUT` (same physics, one run); every N steps the frame (box,
     positions, velocities, forces, per-atom energies, species, ids; potential energy and temperature)
-    goes to OUTPUT. Unless -v prefix is given, -var prefix <OUTPUT without suffix> puts the input's own
+    goes to OUTPUT (--no-energies: without the energies and the temperature). Unless -v prefix is given, -var prefix <OUTPUT without suffix> puts the input's own
     dumps beside OUTPUT. Under `mpirun -np N nlmd run ...` rank 0 writes.
 
     Ctrl-C (or SIGTERM) stops after the current step and closes the file: every frame taken is in it
@@ -59,14 +64,14 @@ def command(input_path: Path, output: Path, every: int | None, variables: tuple[
             every = int(var.get("every", 10))
         except ValueError:
             raise click.BadParameter(f"-v every {var['every']} is not a whole number of steps", param_hint="-v") from None
-    command_line = _reconstruct(input_path, output, every, variables, quiet, force, log)
+    command_line = _reconstruct(input_path, output, every, variables, quiet, force, log, no_energies)
 
     from mpi4py import MPI
 
     rank = MPI.COMM_WORLD.Get_rank()
     try:
         summary = run_input(input_path, output, every=every, variables=var, quiet=quiet, force=force,
-                            log=log, command=command_line)
+                            log=log, command=command_line, energies=not no_energies)
     except NlmdError:
         if rank != 0:  # rank 0 reports it; the others just fail
             sys.exit(1)
