@@ -3,7 +3,7 @@
 A fresh process (nothing loaded or compiled before) opens LAMMPS in-process the way `nlmd run` does, loads
 the potential directory and runs NVE MD on a displaced rocksalt SrO cell (216 atoms by default):
 
-  load     wall time of `pair_style`/`pair_coeff` (reading the TorchScript file, anything done at load);
+  load     wall time of `pair_style`/`pair_coeff` (loading the model file, anything done at load);
   eval 1   wall time of `run 0`: neighbour lists and the first force evaluation;
   eval 2   the set-up of the following `run N` (its wall time minus LAMMPS's loop time): second evaluation;
   step k   the time of MD step k of that run (thermo keyword `cpu` every step);
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     results = []
     builds = [("", None)] + ([("before", args.before)] if args.before else [])
     for model in args.models:
-        _, pot = prepare_model(args.work, model)
+        _, pot, _ = prepare_model(args.work, model)  # the potential as deployed: the AOTInductor package
         for rep in range(args.repeats):
             for tag, plugin_dir in builds:  # interleaved: this build, the one before, this ...
                 r = measure(args, data, pot, f"{model}{tag}_{rep}", plugin_dir)
