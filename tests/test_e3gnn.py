@@ -104,6 +104,23 @@ def test_sevennet0_sro(sro_atoms, tmp_path):
     check_against_calculator(pot, checkpoint, sro_atoms, ["Sr", "O"])
 
 
+@pytest.mark.slow
+def test_sevennet0_package_sro(sro_atoms, tmp_path):
+    """SevenNet-0 compiled by nlmd deploy (AOTInductor): LAMMPS forces equal SevenNetCalculator's. Uses the
+    repository's potentials/7net-0 when .ci/setup has deployed it, else compiles it here (~6 min)."""
+    import json
+    from pathlib import Path
+
+    from nlmd.potentials import deploy, resolve_checkpoint
+
+    pot = Path(__file__).resolve().parents[1] / "potentials" / "7net-0"
+    if not (pot / "manifest.json").is_file() or not json.loads((pot / "manifest.json").read_text()).get("aot"):
+        pot = deploy("7net-0", tmp_path / "7net-0", parallel=False, aot=True, verify=False, echo=lambda s: None)
+    assert "deployed_serial.pt2" in (pot / "pair.lmp").read_text()
+    checkpoint, _ = resolve_checkpoint("7net-0")
+    check_against_calculator(pot, checkpoint, sro_atoms, ["Sr", "O"])
+
+
 @pytest.fixture(scope="module")
 def sevenn_style_potential(tiny_potential, tmp_path_factory):
     """The tiny deployment driven by e3gnn/sevenn: SevenNet's own pair_e3gnn.cpp compiled into the plugin."""
