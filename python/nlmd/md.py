@@ -1051,7 +1051,8 @@ class Run:
         else:
             boxes = [p[2] for p in parts if p[2] is not None]
             if not boxes:
-                raise SimulationError(f"nlmd run: step {sample_step}: no rank has atom {self._probe_id} (the box probe)")
+                raise SimulationError(
+                    f"nlmd run: step {sample_step}: no rank has atom {self._probe_id} (the box probe)")
             lx, ly, lz, xy, xz, yz = (float(v) for v in boxes[0])
         box = np.array([[lx, 0.0, 0.0], [xy, ly, 0.0], [xz, yz, lz]])
         if self.fixed_core is not None:
