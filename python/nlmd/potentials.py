@@ -305,6 +305,12 @@ def deploy(
     return out
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment without the MPI launcher's variables, so that a child Python started
+    under mpirun does not try to join the job."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
+
+
 def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> None:
     """Write deployed_serial.pt (and deployed_parallel/) with SevenNet's exporters, in a child process.
 
@@ -316,8 +322,7 @@ def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> Non
     cmd = [sys.executable, "-m", "nlmd.potentials", "export", str(checkpoint), str(directory)]
     if parallel:
         cmd.append("--parallel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise ModelError(f"SevenNet could not export {checkpoint} to TorchScript: {lines[-1] if lines else 'no message'}")
@@ -328,8 +333,7 @@ def compile_aot(checkpoint: Path, out: Path, *, echo: Callable[[str], None] = pr
     reason given in export_torchscript(); return the compiler's summary or raise ModelError."""
     echo(f"compiling the serial model ahead of time with AOTInductor (a few minutes; --no-aot skips) -> {out.name}")
     cmd = [sys.executable, "-m", "nlmd.aot", str(checkpoint), str(out)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
