@@ -62,7 +62,7 @@ double load_average()
 
 }    // namespace
 
-PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : Pair(lmp), device(torch::kCPU)
+PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : PairE3GNNBase(lmp), device(torch::kCPU)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -72,27 +72,7 @@ PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : Pair(lmp), device(torch::kCPU)
   centroidstressflag = CENTROID_NOTAVAIL;
 }
 
-PairE3GNNnlmd::~PairE3GNNnlmd()
-{
-  if (allocated) {
-    memory->destroy(setflag);
-    memory->destroy(cutsq);
-    memory->destroy(map);
-  }
-}
 
-void PairE3GNNnlmd::allocate()
-{
-  allocated = 1;
-  const int n = atom->ntypes;
-  memory->create(setflag, n + 1, n + 1, "pair:setflag");
-  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
-  memory->create(map, n + 1, "pair:map");
-  for (int i = 0; i <= n; i++) {
-    map[i] = -1;
-    for (int j = 0; j <= n; j++) setflag[i][j] = 0;
-  }
-}
 
 void PairE3GNNnlmd::require_single_rank()
 {

@@ -23,7 +23,7 @@
 #ifndef NLMD_PAIR_E3GNN_NLMD_H
 #define NLMD_PAIR_E3GNN_NLMD_H
 
-#include "pair.h"
+#include "pair_e3gnn_base.h"
 
 #include <torch/script.h>
 
@@ -38,10 +38,9 @@ class AOTIModelPackageLoader;
 
 namespace LAMMPS_NS {
 
-class PairE3GNNnlmd : public Pair {
+class PairE3GNNnlmd : public PairE3GNNBase {
  public:
   PairE3GNNnlmd(class LAMMPS *);
-  ~PairE3GNNnlmd() override;
 
   void compute(int, int) override;
   void settings(int, char **) override;
@@ -69,7 +68,6 @@ class PairE3GNNnlmd : public Pair {
   std::vector<int64_t> edge_src, edge_dst;
   std::vector<float> edge_vec;
 
-  void allocate();
   void require_single_rank();
   void choose_threads();
   void apply_threads();

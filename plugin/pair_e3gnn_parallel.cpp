@@ -74,7 +74,7 @@ torch::Tensor long_tensor(const std::vector<int64_t> &v)
 
 }    // namespace
 
-PairE3GNNParallel::PairE3GNNParallel(LAMMPS *lmp) : Pair(lmp), device(torch::kCPU)
+PairE3GNNParallel::PairE3GNNParallel(LAMMPS *lmp) : PairE3GNNBase(lmp), device(torch::kCPU)
 {
   single_enable = 0;
   restartinfo = 0;
@@ -86,27 +86,7 @@ PairE3GNNParallel::PairE3GNNParallel(LAMMPS *lmp) : Pair(lmp), device(torch::kCP
   comm_reverse = 0;
 }
 
-PairE3GNNParallel::~PairE3GNNParallel()
-{
-  if (allocated) {
-    memory->destroy(setflag);
-    memory->destroy(cutsq);
-    memory->destroy(map);
-  }
-}
 
-void PairE3GNNParallel::allocate()
-{
-  allocated = 1;
-  const int n = atom->ntypes;
-  memory->create(setflag, n + 1, n + 1, "pair:setflag");
-  memory->create(cutsq, n + 1, n + 1, "pair:cutsq");
-  memory->create(map, n + 1, "pair:map");
-  for (int i = 0; i <= n; i++) {
-    map[i] = -1;
-    for (int j = 0; j <= n; j++) setflag[i][j] = 0;
-  }
-}
 
 void PairE3GNNParallel::settings(int narg, char ** /*arg*/)
 {

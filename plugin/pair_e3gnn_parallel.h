@@ -15,7 +15,7 @@
 #ifndef NLMD_PAIR_E3GNN_PARALLEL_H
 #define NLMD_PAIR_E3GNN_PARALLEL_H
 
-#include "pair.h"
+#include "pair_e3gnn_base.h"
 
 #include <torch/script.h>
 
@@ -24,10 +24,9 @@
 
 namespace LAMMPS_NS {
 
-class PairE3GNNParallel : public Pair {
+class PairE3GNNParallel : public PairE3GNNBase {
  public:
   PairE3GNNParallel(class LAMMPS *);
-  ~PairE3GNNParallel() override;
 
   void compute(int, int) override;
   void settings(int, char **) override;
@@ -54,7 +53,6 @@ class PairE3GNNParallel : public Pair {
   std::vector<double> comm_buf;
   int comm_dim = 0;
 
-  void allocate();
   void select_device();
   void load_layers(const std::vector<std::string> &paths);
   void probe_layers();
