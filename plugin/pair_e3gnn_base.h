@@ -1,9 +1,11 @@
-/* What nlmd's SevenNet pair styles (e3gnn, e3gnn/parallel) share with each other and not with Pair:
-   the per-type arrays every `pair_coeff * * <model> <elements>` style sizes the same way. */
+/* What nlmd's SevenNet pair styles (e3gnn, e3gnn/parallel) share with each other and not with Pair: a
+   many-body style with one `pair_coeff * * <model> <elements>`, no single(), no restart data, the virial
+   computed from the edge vectors (not fdotr), and the per-type arrays sized the same way. */
 #ifndef NLMD_PAIR_E3GNN_BASE_H
 #define NLMD_PAIR_E3GNN_BASE_H
 
 #include "atom.h"
+#include "force.h"    // CENTROID_NOTAVAIL
 #include "memory.h"
 #include "pair.h"
 
@@ -11,7 +13,15 @@ namespace LAMMPS_NS {
 
 class PairE3GNNBase : public Pair {
  public:
-  explicit PairE3GNNBase(class LAMMPS *lmp) : Pair(lmp) {}
+  explicit PairE3GNNBase(class LAMMPS *lmp) : Pair(lmp)
+  {
+    single_enable = 0;
+    restartinfo = 0;
+    one_coeff = 1;
+    manybody_flag = 1;
+    no_virial_fdotr_compute = 1;    // the virial comes from the edge vectors, see compute()
+    centroidstressflag = CENTROID_NOTAVAIL;
+  }
 
   ~PairE3GNNBase() override
   {

@@ -62,15 +62,7 @@ double load_average()
 
 }    // namespace
 
-PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : PairE3GNNBase(lmp), device(torch::kCPU)
-{
-  single_enable = 0;
-  restartinfo = 0;
-  one_coeff = 1;
-  manybody_flag = 1;
-  no_virial_fdotr_compute = 1;    // the virial comes from the edge vectors, see compute()
-  centroidstressflag = CENTROID_NOTAVAIL;
-}
+PairE3GNNnlmd::PairE3GNNnlmd(LAMMPS *lmp) : PairE3GNNBase(lmp), device(torch::kCPU) {}
 
 
 

@@ -76,12 +76,6 @@ torch::Tensor long_tensor(const std::vector<int64_t> &v)
 
 PairE3GNNParallel::PairE3GNNParallel(LAMMPS *lmp) : PairE3GNNBase(lmp), device(torch::kCPU)
 {
-  single_enable = 0;
-  restartinfo = 0;
-  one_coeff = 1;
-  manybody_flag = 1;
-  no_virial_fdotr_compute = 1;    // the virial comes from the edge vectors, see compute()
-  centroidstressflag = CENTROID_NOTAVAIL;
   comm_forward = 0;
   comm_reverse = 0;
 }
