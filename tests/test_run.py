@@ -478,6 +478,42 @@ def test_writer_thread_flushes_after_flush_seconds_without_new_frames(tmp_path):
         writer.close()
 
 
+def test_close_after_failure_ends_the_writer_thread_first(tmp_path):
+    """When a run fails without reaching its observers' finish, the failure path itself must drain and end
+    the writer thread before it closes the file (the thread owns the file until then)."""
+    from nlmd.h5md import Frame, TrajectoryWriter
+    from nlmd.md import TrajectoryStream, _close_after_failure
+
+    writer = TrajectoryWriter(tmp_path / "t.h5", flush_every=100)
+    stream = TrajectoryStream(writer, background=True)
+    stream.start(None)
+    ids = np.arange(1, 4)
+    for step in range(3):
+        stream.frame(Frame(step=step, time=0.0, box=np.eye(3), ids=ids, species=np.full(3, 18),
+                           positions=np.zeros((3, 3))))
+    assert _close_after_failure(writer, stream) == 3
+    assert stream._thread is None and writer.closed
+    with TrajectoryReader(tmp_path / "t.h5") as r:
+        assert list(r.steps) == [0, 1, 2]
+
+
+def test_failed_run_hands_its_writer_thread_to_the_failure_path(tmp_path, monkeypatch):
+    import nlmd.md
+    from nlmd.h5md import TrajectoryWriter
+    from nlmd.md import TrajectoryStream
+
+    def failing_write(self, frame, **kw):
+        raise OSError(28, "No space left on device")
+
+    seen = []
+    close = nlmd.md._close_after_failure
+    monkeypatch.setattr(TrajectoryWriter, "write", failing_write)
+    monkeypatch.setattr(nlmd.md, "_close_after_failure", lambda w, s=None: seen.append(s) or close(w, s))
+    with pytest.raises(SimulationError, match="No space left on device"):
+        run_input(crystal_input(tmp_path), tmp_path / "f.h5", every=1, quiet=True)
+    assert len(seen) == 1 and isinstance(seen[0], TrajectoryStream) and seen[0]._thread is None
+
+
 def test_rescore_and_compare_a_file_without_energies(tmp_path):
     path = crystal_input(tmp_path)
     frames = tmp_path / "n.h5"

@@ -1295,9 +1295,9 @@ def run_input(
                 )
                 stream = TrajectoryStream(writer, background=writer_thread)
                 run.attach(stream)
-                stream = progress_stream if progress_stream is not None else sys.stderr
-                if not quiet and (progress_stream is not None or stream.isatty()):
-                    run.attach(ProgressBar(stream))
+                progress_out = progress_stream if progress_stream is not None else sys.stderr
+                if not quiet and (progress_stream is not None or progress_out.isatty()):
+                    run.attach(ProgressBar(progress_out))
             if run.stop_reason is not None:  # a signal during set-up: nothing to run
                 if writer is not None:
                     writer.discard()
