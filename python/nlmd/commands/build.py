@@ -2,7 +2,8 @@
 
 ``nlmd build sro-rfix --rfix 5.82 -o cell`` builds the fixed-core cell of :mod:`nlmd.structures` and
 writes ``cell.data`` (LAMMPS), ``cell.extxyz`` and ``cell.POSCAR`` (VASP, selective dynamics) plus the
-summary ``cell.json``. With a recognised extension, ``-o`` writes that one format; ``--all`` writes the
+summary ``cell.json``. ``nlmd build fixed-core --crystal fcc --elements Sr --a 5.99 --box 17.29
+--natoms 96 --rfix 6.0 -o cell`` does the same for any crystal (the paper's Sr metal here). With a recognised extension, ``-o`` writes that one format; ``--all`` writes the
 three formats beside it whatever the extension.
 """
 
@@ -57,10 +58,12 @@ def summary_text(summary: dict) -> str:
     return re.sub(r"\[\s+([-0-9.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
 
-def reproduce_command(parameters: dict, output: Path, write_all: bool) -> str:
-    """The ``nlmd build sro-rfix`` command line that rebuilds a cell with these parameters."""
-    args = ["nlmd", "build", "sro-rfix"]
+def reproduce_command(parameters: dict, output: Path, write_all: bool, name: str = "sro-rfix") -> str:
+    """The ``nlmd build NAME`` command line that rebuilds a cell with these parameters."""
+    args = ["nlmd", "build", name]
     for key, value in parameters.items():
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
         args += [f"--{key.replace('_', '-')}", str(value)]
     args += ["-o", str(output)] + (["--all"] if write_all else [])
     return shlex.join(args)
@@ -68,7 +71,7 @@ def reproduce_command(parameters: dict, output: Path, write_all: bool) -> str:
 
 @click.group(name="build", context_settings={"help_option_names": ["-h", "--help"]})
 def command() -> None:
-    """Build a structure (the fixed-core SrO cell) as LAMMPS data, extxyz and POSCAR."""
+    """Build a structure (a fixed-core cell) as LAMMPS data, extxyz and POSCAR."""
 
 
 @command.command(name="sro-rfix")
@@ -101,15 +104,25 @@ def sro_rfix(rfix, seed, center, box, a, cation, anion, n_cation, n_anion, min_d
     """
     from nlmd import structures
 
-    files, summary_path = plan_outputs(output, write_all)
-    for path in [*files.values(), summary_path]:
-        if not path.parent.is_dir():
-            raise InputError(f"-o {output}: the directory {path.parent} does not exist")
-
+    files, summary_path = _check_outputs(output, write_all)
     cell = structures.build_fixed_core_cell(
         rfix, box=box, a=a, cation=cation, anion=anion, n_cation=n_cation, n_anion=n_anion,
         center=center, min_dist=min_dist, seed=seed, max_tries=max_tries,
     )
+    _write_cell(cell, files, summary_path, reproduce_command(cell.parameters(), output, write_all))
+
+
+def _check_outputs(output: Path, write_all: bool) -> tuple[dict[str, Path], Path]:
+    files, summary_path = plan_outputs(output, write_all)
+    for path in [*files.values(), summary_path]:
+        if not path.parent.is_dir():
+            raise InputError(f"-o {output}: the directory {path.parent} does not exist")
+    return files, summary_path
+
+
+def _write_cell(cell, files: dict[str, Path], summary_path: Path, command_line: str) -> None:
+    from nlmd import structures
+
     writers = {
         "lammps-data": structures.write_lammps_data,
         "extxyz": structures.write_extxyz,
@@ -120,7 +133,7 @@ def sro_rfix(rfix, seed, center, box, a, cation, anion, n_cation, n_anion, min_d
 
     summary = {
         "nlmd_version": __version__,
-        "command": reproduce_command(cell.parameters(), output, write_all),
+        "command": command_line,
         "files": {kind: str(path) for kind, path in files.items()},
         **cell.summary(),
     }
@@ -134,3 +147,62 @@ def sro_rfix(rfix, seed, center, box, a, cation, anion, n_cation, n_anion, min_d
         f"closest pair {cell.closest_pair:.3f} Å"
     )
     click.echo("wrote " + ", ".join(str(p) for p in [*files.values(), summary_path]))
+
+
+def _split_list(option: str, text: str) -> list[str]:
+    items = text.replace(",", " ").split()
+    if not items:
+        raise InputError(f"{option} {text!r}: expected a comma-separated list")
+    return items
+
+
+@command.command(name="fixed-core")
+@click.option("--crystal", default="fcc", show_default=True,
+              help="ASE bulk crystal structure of the core: sc, fcc, bcc, hcp, diamond, rocksalt, "
+                   "cesiumchloride, zincblende, wurtzite, fluorite.")
+@click.option("--elements", default="Sr", show_default=True,
+              help="Elements in ASE's formula order, comma-separated (e.g. Sr; Sr,O; Ga,As); also the LAMMPS type order.")
+@click.option("--a", "a", type=float, default=5.99, show_default=True,
+              help="Lattice constant a (Å) as ase.build.bulk takes it (the conventional cube for cubic crystals).")
+@click.option("--c", "c", type=float, default=None, help="Lattice constant c (Å) for hcp/wurtzite (default: ideal c/a).")
+@click.option("--box", type=float, default=17.29, show_default=True, help="Cubic cell edge (Å).")
+@click.option("--natoms", default="96", show_default=True,
+              help="Total number of atoms of each element, comma-separated in --elements order.")
+@click.option("--rfix", type=float, default=6.0, show_default=True,
+              help="Core radius R_fix (Å): crystal sites strictly closer to the centre are kept crystalline.")
+@click.option("--center", default=None, help="Element of the centre atom (default: the first of --elements).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random placement (same seed, same cell).")
+@click.option("--min-dist", type=float, default=1.5, show_default=True,
+              help="Smallest distance (Å) of a random atom to any other atom, periodic images included.")
+@click.option("--max-tries", type=click.IntRange(min=1), default=20000, show_default=True,
+              help="Random trial positions per atom before giving up.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output, as for `nlmd build sro-rfix`: a bare stem writes STEM.data, STEM.extxyz, STEM.POSCAR.")
+@click.option("--all", "write_all", is_flag=True,
+              help="Write all three formats beside OUTPUT whatever its extension.")
+def fixed_core(crystal, elements, a, c, box, natoms, rfix, center, seed, min_dist, max_tries, output, write_all):
+    """A fixed-core cell of any crystal (defaults: the paper's Sr metal, fcc, 96 Sr in a 17.29 Å cube).
+
+    The defaults' a = 5.99 Å is the lattice constant at the paper's density (17.29^3/96 = 53.8 Å^3 per
+    atom, 4 atoms per fcc cube). Ids, outputs and summary as for `nlmd build sro-rfix`.
+    """
+    from nlmd import structures
+
+    element_list = _split_list("--elements", elements)
+    counts = []
+    for word in _split_list("--natoms", natoms):
+        try:
+            counts.append(int(word))
+        except ValueError:
+            raise InputError(f"--natoms {natoms!r}: {word!r} is not an integer") from None
+    files, summary_path = _check_outputs(output, write_all)
+    cell = structures.build_crystal_core_cell(
+        rfix, crystal=crystal, elements=element_list, a=a, c=c, box=box, natoms=counts, center=center,
+        min_dist=min_dist, seed=seed, max_tries=max_tries,
+    )
+    if cell.crystal == "rocksalt":
+        line = reproduce_command(cell.parameters(), output, write_all)
+    else:
+        line = reproduce_command(cell.parameters(), output, write_all, name="fixed-core")
+    _write_cell(cell, files, summary_path, line)
