@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_", "DFT outputs (vasprun.xml, OUTCAR, extxyz, .traj) -> H5MD trajectory."),
     "rescore": ("rescore", "Evaluate a potential on exactly the frames of a trajectory file."),
     "compare": ("compare", "Forces and energies of a model trajectory against a reference."),
+    "export": ("export", "Trajectory file -> training set (extxyz): energy, forces, stress for sevenn."),
+    "experiment": ("experiment", "The paper's experiments end to end: train, run the reference, rescore, compare."),
 }
 
 

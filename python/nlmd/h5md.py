@@ -103,6 +103,7 @@ OBSERVABLE_UNITS: dict[str, str] = {
     "pressure": "bar",
     "volume": "Angstrom3",
     "f_center": "eV Angstrom-1",
+    "stress": "eV Angstrom-3",  # Voigt xx yy zz yz xz xy, ASE's sign (tension positive), potential part only
 }
 
 _BOUNDARIES = ("periodic", "none")
@@ -855,6 +856,8 @@ def to_atoms(frame: Frame, boundary: Sequence[str] = ("periodic", "periodic", "p
         results["forces"] = np.asarray(frame.forces)
     if "potential_energy" in frame.observables:
         results["energy"] = float(frame.observables["potential_energy"])
+    if "stress" in frame.observables and np.shape(frame.observables["stress"]) == (6,):
+        results["stress"] = np.asarray(frame.observables["stress"], dtype=np.float64)
     if frame.energies is not None:
         results["energies"] = np.asarray(frame.energies)
     if results:

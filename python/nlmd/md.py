@@ -61,7 +61,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,8 @@ __all__ = [
 
 #: ids of everything the driver adds to the LAMMPS instance
 FIX_ATOMS, FIX_THERMO, FIX_STREAM, COMPUTE_PE = "nlmd_atoms", "nlmd_thermo", "nlmd_stream", "nlmd_pe"
+#: the virial-only pressure tensor sampled with the global values (the frame's ``stress``)
+COMPUTE_VIRIAL = "nlmd_virial"
 #: per-atom columns of the ave/atom fix, in order
 ATOM_COLUMNS = ("x", "y", "z", "vx", "vy", "vz", "fx", "fy", "fz", f"c_{COMPUTE_PE}")
 #: per-atom columns of the store/state fix of a run without energies, in order
@@ -819,8 +821,10 @@ class Run:
             lines = [f"variable nlmd_{k} equal {k}" for k in BOX_KEYWORDS]
             lines += [
                 f"compute {COMPUTE_PE} all pe/atom",
+                f"compute {COMPUTE_VIRIAL} all pressure NULL virial",
                 f"fix {FIX_ATOMS} all ave/atom 1 1 {n} {' '.join(ATOM_COLUMNS)}",
-                f"fix {FIX_THERMO} all ave/time 1 1 {n} c_{self.temperature_compute} c_thermo_pe {box_vars}",
+                f"fix {FIX_THERMO} all ave/time 1 1 {n} c_{self.temperature_compute} c_thermo_pe {box_vars} "
+                f"c_{COMPUTE_VIRIAL}[*]",
             ]
         else:  # nothing that schedules the energy computes (module docstring)
             # atom-style variables loop over every atom, even for the one-atom group: only the box's
@@ -848,7 +852,8 @@ class Run:
 
     def _remove_sampling(self) -> None:
         if self.energies:
-            lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_THERMO}", f"unfix {FIX_ATOMS}", f"uncompute {COMPUTE_PE}"]
+            lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_THERMO}", f"unfix {FIX_ATOMS}", f"uncompute {COMPUTE_PE}",
+                     f"uncompute {COMPUTE_VIRIAL}"]
         else:
             lines = [f"unfix {FIX_STREAM}", f"unfix {FIX_BOX}", f"unfix {FIX_ATOMS}", f"group {GROUP_PROBE} delete"]
         lines += [f"variable nlmd_{k} delete" for k in (BOX_KEYWORDS if self.energies else self._probe_keywords())]
@@ -1045,9 +1050,10 @@ class Run:
         if self.energies:
             from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR
 
-            g = [float(self.lmp.extract_fix(FIX_THERMO, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)) for k in range(8)]
+            g = [float(self.lmp.extract_fix(FIX_THERMO, LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)) for k in range(14)]
             observables["potential_energy"], observables["temperature"] = g[1], g[0]
             lx, ly, lz, xy, xz, yz = g[2:8]
+            observables["stress"] = virial_stress(g[8:14])
         else:
             boxes = [p[2] for p in parts if p[2] is not None]
             if not boxes:
@@ -1165,6 +1171,19 @@ class RunResult:
 # --------------------------------------------------------------------------------------------------
 # the command
 # --------------------------------------------------------------------------------------------------
+
+
+def virial_stress(pressure: Sequence[float]) -> np.ndarray:
+    """ASE's stress (Voigt xx yy zz yz xz xy, eV/Angstrom^3, tension positive) from LAMMPS's virial pressure.
+
+    ``pressure`` is ``compute pressure NULL virial``'s vector (pxx pyy pzz pxy pxz pyz, bar, compression
+    positive): the potential's part only, as ``ase.Atoms.get_stress()`` and SevenNet's training labels.
+    """
+    from ase.units import GPa
+
+    pxx, pyy, pzz, pxy, pxz, pyz = (float(v) for v in pressure)
+    bar = 1e-4 * GPa
+    return -bar * np.array([pxx, pyy, pzz, pyz, pxz, pxy])
 
 
 def summary_path(output: str | os.PathLike) -> Path:
