@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_", "DFT outputs (vasprun.xml, OUTCAR, extxyz, .traj) -> H5MD trajectory."),
     "rescore": ("rescore", "Evaluate a potential on exactly the frames of a trajectory file."),
     "compare": ("compare", "Forces and energies of a model trajectory against a reference."),
+    "au2mgo": ("au2mgo", "Au2 on MgO(001) / Al-doped MgO: wetting energies and the force scan (paper Fig. 6)."),
     "export": ("export", "Trajectory file -> training set (extxyz): energy, forces, stress for sevenn."),
     "experiment": ("experiment", "The paper's experiments end to end: train, run the reference, rescore, compare."),
 }
