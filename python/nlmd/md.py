@@ -56,6 +56,7 @@ import json
 import math
 import os
 import queue
+import re
 import shlex
 import signal
 import sys
@@ -108,6 +109,12 @@ _FLOW_COMMANDS = ("jump", "label", "next")
 _SPLITTING_RUN_KEYWORDS = ("every",)
 #: the temperature sampled: the input's mobile-atom temperature if it defines one, else thermo's own
 _MOBILE_TEMPERATURE_COMPUTE = "tmob"
+#: on several ranks, after an error: seconds a rank waits for the others to fail too (an error every rank
+#: sees, such as LAMMPS's ``error->all``) before it ends them all (``error->one``: the others wait in LAMMPS)
+AGREE_SECONDS = 5.0
+#: seconds a failed rank other than 0 waits for rank 0 to flush the frames it holds before ending every rank
+SAVE_SECONDS = 20.0
+_FAIL_TAG, _SAVED_TAG = 1501, 1502
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,6 +308,7 @@ class TrajectoryStream(Observer):
     """
 
     _STOP = object()
+    _FLUSH = object()
 
     def __init__(
         self, writer: TrajectoryWriter, *, background: bool = False, queue_frames: int = 8,
@@ -347,6 +355,15 @@ class TrajectoryStream(Observer):
                 item = None
             if item is self._STOP:
                 return
+            if isinstance(item, tuple) and item[0] is self._FLUSH:  # from save(): close, then say so
+                try:
+                    if self._failure is None:
+                        self.writer.close()
+                        self._oldest_unflushed = None
+                except BaseException as exc:  # noqa: BLE001 - handed to the MD thread
+                    self._failure = exc
+                item[1].set()
+                continue
             if self._failure is not None:
                 continue
             try:
@@ -393,6 +410,24 @@ class TrajectoryStream(Observer):
 
     def finish(self, run: Run) -> None:
         self.stop()
+
+    def save(self, timeout: float) -> int:
+        """From a thread other than the MD thread: write every frame queued so far and close the file (its
+        lock too); return the frames on disk.
+
+        Used when another MPI rank failed and the MD thread waits inside LAMMPS for a rank that will never
+        answer (see :meth:`Run.end_together`). Only with the writer thread: without it the writer belongs to
+        the MD thread, and the frames flushed so far are what is kept.
+        """
+        q = self._queue
+        if self._thread is not None and q is not None:
+            done = threading.Event()
+            try:
+                q.put((self._FLUSH, done), timeout=timeout)
+                done.wait(timeout)
+            except queue.Full:
+                pass
+        return self.writer.n_flushed
 
     def stop(self) -> None:
         """Write every queued frame, end the writer thread and raise its error, if any (no-op without one)."""
@@ -479,13 +514,20 @@ class ProgressBar(Observer):
 
 
 def _lammps_message(exc: BaseException) -> str:
-    """The first line of a LAMMPS exception, without the source location LAMMPS appends."""
-    text = str(exc).strip()
+    """The first line of a LAMMPS exception, without the source location LAMMPS appends.
+
+    An error of one rank (LAMMPS's ``error->one``, ``ERROR on proc N: ...``) reads ``... (on rank N)``.
+    """
+    message = getattr(exc, "message", None)  # MPIAbortException's str() is the repr of its message
+    text = (message if isinstance(message, str) else str(exc)).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
     if line.startswith("ERROR: "):
         line = line[len("ERROR: "):]
     if line.endswith(")") and " (src/" in line:
         line = line[: line.rindex(" (src/")]
+    proc = re.match(r"ERROR on proc (\d+): (.*)", line)
+    if proc:
+        line = f"{proc.group(2)} (on rank {proc.group(1)})"
     return line
 
 
@@ -576,6 +618,11 @@ class Run:
         self._last_sample = -1
         self._t_first_step: float | None = None
         self._t_end: float | None = None
+        # several ranks: a communicator of our own to agree on failures, and rank 0's thread that saves the
+        # frames when another rank fails alone (see end_together)
+        self._fail_comm = None
+        self._watch: threading.Thread | None = None
+        self._watch_stop = threading.Event()
 
     # ---------------------------------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -586,6 +633,10 @@ class Run:
 
     def close(self) -> None:
         """Close the LAMMPS instance (calling it again does nothing)."""
+        if self._watch is not None:
+            self._watch_stop.set()
+            self._watch.join()
+            self._watch = None
         if self._ctx is not None:
             ctx, self._ctx, self.lmp = self._ctx, None, None
             ctx.__exit__(None, None, None)
@@ -643,6 +694,11 @@ class Run:
             return
         from nlmd.runtime import open_lammps
 
+        if self.size > 1 and self._fail_comm is None:
+            self._fail_comm = self.comm.Dup()  # LAMMPS communicates on self.comm: never mix with its messages
+            if self.rank == 0:
+                self._watch = threading.Thread(target=self._watch_failures, name="nlmd-rank-failures", daemon=True)
+                self._watch.start()
         args: list[str] = []
         for name, value in self.variables.items():
             args += ["-var", name, value]
@@ -794,6 +850,56 @@ class Run:
             return value, PotentialDirectory.load(value).manifest
         except NlmdError:
             return value, None
+
+    # ---------------------------------------------------------------------------------------------
+    # an error on one of several ranks
+    def end_together(self, error: BaseException) -> None:
+        """After ``error`` on this rank: return if every rank failed too, else report it and end every rank.
+
+        Most errors happen on every rank at once (LAMMPS's ``error->all``, a bad input): the ranks meet in
+        a barrier of their own within :data:`AGREE_SECONDS` and each raises as usual (rank 0 reports). An
+        error of one rank only (``error->one``, e.g. "Out of range atoms" under PPPM, or rank 0's writer)
+        leaves the others waiting inside LAMMPS for a message that never comes: this rank then asks rank 0
+        to flush the frames it holds (rank 0's watcher thread does it while its MD thread waits), prints
+        the error with the frames kept, and calls ``MPI_Abort``, which ends every rank (exit status 1).
+        """
+        comm = self._fail_comm
+        if self.size == 1 or comm is None:
+            return
+        if _wait(comm.Ibarrier(), AGREE_SECONDS):
+            return
+        message = str(error) if isinstance(error, NlmdError) else f"{type(error).__name__}: {error}"
+        if self.rank != 0:
+            sent = comm.isend(message, dest=0, tag=_FAIL_TAG)  # noqa: F841 - kept alive until the abort
+            reply = comm.irecv(source=0, tag=_SAVED_TAG)
+            saved = _wait(reply, SAVE_SECONDS, result=True)
+            if saved:
+                count, path = saved
+                message += f"; {count} frames were written to {path}" if path else ""
+        print(f"nlmd: error: {message}; rank {self.rank} ends all {self.size} ranks", file=sys.stderr, flush=True)
+        try:
+            self.comm.Abort(1)
+        finally:  # MPICH's abort can return to the caller: never let this rank go on
+            os._exit(1)
+
+    def _watch_failures(self) -> None:
+        """Rank 0's thread: when another rank failed alone, flush the frames and tell it how many are kept."""
+        from mpi4py import MPI
+
+        comm, status = self._fail_comm, MPI.Status()
+        while not self._watch_stop.wait(0.05):
+            if not comm.Iprobe(source=MPI.ANY_SOURCE, tag=_FAIL_TAG, status=status):
+                continue
+            source = status.Get_source()
+            comm.recv(source=source, tag=_FAIL_TAG)
+            count, path = 0, None
+            for obs in self._observers:
+                if isinstance(obs, TrajectoryStream):
+                    try:
+                        count, path = obs.save(SAVE_SECONDS / 2), str(obs.writer.path)
+                    except Exception:  # noqa: BLE001 - report what is on disk
+                        count, path = obs.writer.n_flushed, str(obs.writer.path)
+            comm.send((count, path), dest=source, tag=_SAVED_TAG)
 
     # ---------------------------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
@@ -1186,6 +1292,31 @@ def virial_stress(pressure: Sequence[float]) -> np.ndarray:
     return -bar * np.array([pxx, pyy, pzz, pyz, pxz, pxy])
 
 
+def _wait(request, seconds: float, *, result: bool = False):
+    """Poll an MPI request for up to ``seconds``: whether it completed (or its object, with ``result``)."""
+    t_end = time.monotonic() + seconds
+    while True:
+        if result:
+            done, value = request.test()
+            if done:
+                return value
+        elif request.Test():
+            return True
+        if time.monotonic() > t_end:
+            return None if result else False
+        time.sleep(0.01)
+
+
+@contextmanager
+def _ending_together(run: Run) -> Iterator[None]:
+    """An error inside ends every rank of ``run``, not only this one (:meth:`Run.end_together`)."""
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as exc:
+        run.end_together(exc)
+        raise
+
+
 def summary_path(output: str | os.PathLike) -> Path:
     """The run summary beside the trajectory: ``<output>.summary.json`` (as ``nlmd import``)."""
     output = Path(output)
@@ -1297,7 +1428,8 @@ def run_input(
     if output.is_dir():
         raise InputError(f"-o {output} is a directory; give a file name such as traj.h5")
 
-    with Run(script, every=every, variables=variables, comm=comm, log=log, energies=energies) as run:
+    with Run(script, every=every, variables=variables, comm=comm, log=log, energies=energies) as run, \
+            _ending_together(run):
         echo = (lambda s: print(s, file=sys.stderr, flush=True)) if run.rank == 0 and not quiet else None
         with stop_on_signals(run, echo):
             run.setup()
