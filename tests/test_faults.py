@@ -73,3 +73,106 @@ def test_an_error_on_one_rank_ends_every_rank(tmp_path, mover, rank):
         n = r.n_frames
         assert n >= 10 and np.array_equal(r.steps, np.arange(n))  # every frame up to the error, none torn
         assert f"; {n} frames were written to {out}" in errors[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``make(kib)``: a directory on a tmpfs of that size (mounting needs root; skipped without it)."""
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        d = tmp_path / f"disk{kib}k"
+        d.mkdir()
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(d)], capture_output=True)
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({res.stderr.decode().strip()})")
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", str(d)], capture_output=True)
+
+
+def blowup_input(tmp_path: Path) -> Path:
+    inp = tmp_path / "four.in"
+    inp.write_text(PPPM_BLOWUP)
+    return inp
+
+
+def nlmd(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nlmd", *args], cwd=cwd, env=lmp_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("kib, frames", [(64, 0), (320, 10)])
+def test_run_into_a_full_disk_says_so_and_keeps_every_flushed_frame(tmp_path, small_disk, kib, frames):
+    """Disk full at the start or after some blocks: one sentence, exit 1, no crash, the file readable."""
+    disk = small_disk(kib)
+    out = disk / "t.h5"
+    # atom 2 moves slowly: no error before step 200, 201 frames (~240 kB) do not fit
+    res = nlmd("run", str(blowup_input(tmp_path)), "-o", str(out), "--every", "1", "--quiet", "-v", "mover", "2",
+               "--log", str(tmp_path / "t.log"), cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nlmd: error: disk full writing {out}"), res.stderr
+    if frames == 0:
+        assert "no frame was written" in lines[0] and not out.exists()
+        return
+    with TrajectoryReader(out) as r:
+        n = r.n_frames
+        assert n >= frames and n % 10 == 0 and np.array_equal(r.steps, np.arange(n))
+        assert np.all(np.isfinite(r.read("force")))
+    assert f"holds its first {n} frames, up to step {n - 1}" in lines[0]
+
+
+def test_import_into_a_full_disk_writes_nothing(tmp_path, small_disk):
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True).repeat((2, 2, 2))
+        atoms.rattle(0.05, seed=i)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 * i, forces=rng.normal(size=(len(atoms), 3)))
+        frames.append(atoms)
+    src = tmp_path / "dft.extxyz"
+    ase.io.write(src, frames)
+    disk = small_disk(192)
+    out = disk / "dft.h5"
+    res = nlmd("import", str(src), "-o", str(out), cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nlmd: error: disk full writing {out}: no room for frame")
+    assert "nothing was written" in lines[0]
+    assert list(disk.iterdir()) == []  # no temporary file left
+
+
+def test_writer_checks_the_free_space_before_each_block(tmp_path, monkeypatch):
+    """Without a small file system (no root): the writer refuses a block that does not fit, keeps the rest."""
+    import nlmd.h5md as H
+    from nlmd.errors import DiskFullError
+
+    free = [10**9]
+    monkeypatch.setattr(H, "free_bytes", lambda path: free[0])
+    out = tmp_path / "w.h5"
+    w = H.TrajectoryWriter(out, flush_every=5)
+    frame = dict(box=np.eye(3) * 10, ids=np.arange(1, 5), species=np.full(4, 8), positions=np.zeros((4, 3)),
+                 forces=np.ones((4, 3)))
+    for i in range(10):
+        w.write(H.Frame(step=i, time=0.001 * i, **frame))
+    free[0] = H.DISK_RESERVE_BYTES
+    for i in range(10, 14):
+        w.write(H.Frame(step=i, time=0.001 * i, **frame))
+    with pytest.raises(DiskFullError, match=rf"^disk full writing {out} after 10 frames .*holds its first 10 frames, "
+                                            r"up to step 9$"):
+        w.write(H.Frame(step=14, time=0.014, **frame))
+    w.close()
+    with TrajectoryReader(out) as r:
+        assert r.n_frames == 10

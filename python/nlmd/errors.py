@@ -23,3 +23,8 @@ class SimulationError(NlmdError):
 
 class DataMismatchError(NlmdError):
     """Raised when two trajectory files that must describe the same frames do not (ids, species, positions, units)."""
+
+
+class DiskFullError(NlmdError):
+    """Raised when the file system of an output file has no room left for it (the next block of frames, or
+    the file itself): the file keeps every frame written before, and the message says how many."""

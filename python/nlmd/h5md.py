@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from nlmd import __version__
-from nlmd.errors import InputError
+from nlmd.errors import DiskFullError, InputError
 
 __all__ = [
     "FixedCore",
@@ -68,6 +68,39 @@ READER_CHUNK_CACHE_BYTES = 0
 _FILTERED_CHUNK_CACHE_BYTES = 1 << 20
 #: Rows per chunk of the small per-frame datasets (step, time, box, observables).
 _SMALL_CHUNK_ROWS = 256
+#: Free bytes the writer keeps on the file system beyond what the next block of frames needs: HDF5's
+#: metadata (chunk indexes, the superblock) and the close. An HDF5 write that fails for lack of space
+#: leaves the file unreadable or crashes the process, so the writer checks before each block instead.
+DISK_RESERVE_BYTES = 128 * 1024
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes an unprivileged user may still write on the file system of ``path`` (None: unknown)."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return int(st.f_bavail) * int(st.f_frsize)
+
+
+def disk_full_instead(exc: DiskFullError, output: str | os.PathLike) -> DiskFullError:
+    """``exc``, raised while writing a temporary file, said of ``output`` (which was left as it was)."""
+    free = getattr(exc, "free", None)
+    room = f" ({free / 1e6:.2f} MB free)" if free is not None else ""
+    return DiskFullError(
+        f"disk full writing {output}: no room for frame {getattr(exc, 'frames', 0) + 1}{room}; nothing was "
+        f"written ({output} is as it was)"
+    )
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether an h5py/OS error is a full file system (ENOSPC, or EDQUOT: over quota)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "errno = 28" in text or "No space left on device" in text or "Disk quota exceeded" in text
 
 
 @dataclass(frozen=True)
@@ -259,11 +292,27 @@ class TrajectoryWriter:
         self._closed = False
         self._last_flush = _time.monotonic()
         self._checked_ids: np.ndarray | None = None  # the last ids array found ascending (the same object: no re-check)
+        self._last_step: int | None = None  # step of the last frame on disk
+        self._broken = False  # a write failed for lack of space: close without writing again
 
+        self._check_space(DISK_RESERVE_BYTES, "(no room to create it)")
         try:
             self._file = h5py.File(self.path, "w")
         except OSError as exc:
+            if _no_space(exc):
+                self.path.unlink(missing_ok=True)
+                raise self._disk_full("(no room to create it)") from exc
             raise InputError(f"{self.path}: cannot create the trajectory file ({exc})") from exc
+        try:
+            self._create_layout(author, checked, model_text, fixed_core, boundary)
+        except (OSError, RuntimeError) as exc:
+            if not _no_space(exc):
+                raise
+            self._broken = True
+            self.discard()
+            raise self._disk_full("(no room to create it)") from exc
+
+    def _create_layout(self, author, checked, model_text, fixed_core, boundary) -> None:
         f = self._file
         h5 = f.create_group("h5md")
         h5.attrs.create("version", np.array([1, 1], dtype=np.int32))
@@ -293,6 +342,25 @@ class TrajectoryWriter:
         box.attrs.create("dimension", np.int32(3))
         box.attrs.create("boundary", np.array(boundary, dtype=h5py.string_dtype()))
         f.flush()
+
+    # ---------------------------------------------------------------------------------------------
+    def _disk_full(self, what: str, free: int | None = None, need: int | None = None) -> DiskFullError:
+        """The one sentence for a full file system (``what``: what could not be written)."""
+        room = ""
+        if free is not None and need is not None:
+            room = f" ({free / 1e6:.2f} MB free, {need / 1e6:.2f} MB needed)"
+        if self.n_flushed == 0:
+            held = "no frame was written"
+        else:
+            held = f"{self.path} holds its first {self.n_flushed} frames, up to step {self._last_step}"
+        exc = DiskFullError(f"disk full writing {self.path} {what}{room}; {held}")
+        exc.path, exc.frames, exc.last_step, exc.free = self.path, self.n_flushed, self._last_step, free
+        return exc
+
+    def _check_space(self, need: int, what: str) -> None:
+        free = free_bytes(self.path.parent)
+        if free is not None and free < need:
+            raise self._disk_full(what, free, need)
 
     # ---------------------------------------------------------------------------------------------
     def __enter__(self) -> TrajectoryWriter:
@@ -458,7 +526,14 @@ class TrajectoryWriter:
             raise ValueError(f"{self.path}: write() on a closed TrajectoryWriter")
         arrays = self._check_frame(frame, copy=copy)
         if self._layout is None:
-            self._create_datasets(arrays)
+            self._check_space(DISK_RESERVE_BYTES, "(its first frame did not fit)")
+            try:
+                self._create_datasets(arrays)
+            except (OSError, RuntimeError) as exc:
+                if not _no_space(exc):
+                    raise
+                self._broken = True
+                raise self._disk_full("(its first frame did not fit)") from exc
         self._buffer.append(arrays)  # n_written follows: a KeyboardInterrupt never leaves it off by one
         if (
             len(self._buffer) >= self.flush_every
@@ -468,43 +543,71 @@ class TrajectoryWriter:
 
     def flush(self) -> None:
         """Write the buffered frames as one block and flush the file (no-op on a closed writer)."""
-        if self._closed:
+        if self._closed or self._broken:
             return
         buf = self._buffer
         if buf:
             k = len(buf)
             start = self.n_flushed
             stop = start + k
-            # Every dataset but step (values, time, observables), then a flush; the shared step dataset
-            # last, then a flush again. A reader takes the shortest length and drops trailing fill-value
-            # steps, so no frame becomes visible before all of its data is on disk.
-            for key, ds in self._dsets.items():
-                if key == "step":
-                    continue
-                block = np.stack([b[key] for b in buf])
-                ds.resize(stop, axis=0)
-                ds[start:stop] = block
-            self._file.flush()
-            step = self._dsets["step"]
-            step.resize(stop, axis=0)
-            step[start:stop] = np.array([b["step"] for b in buf], dtype=np.int64)
-            self._file.flush()
+            # each new frame of a per-atom series is a chunk of its own; a small series may start a chunk
+            need = sum(b[key].nbytes for b in buf for key in b) + DISK_RESERVE_BYTES
+            need += sum(int(np.prod(ds.chunks)) * ds.dtype.itemsize for key, ds in self._dsets.items()
+                        if ds.chunks is not None and ds.chunks[0] > 1)
+            free = free_bytes(self.path.parent)
+            if free is not None and free < need:
+                self._buffer = []  # they cannot be written: close() must not try again
+                raise self._disk_full(f"after {start} frames (the next {k} did not fit)", free, need)
+            try:
+                self._write_block(buf, start, stop)
+            except (OSError, RuntimeError) as exc:
+                if not _no_space(exc):
+                    raise
+                self._broken, self._buffer = True, []
+                raise self._disk_full(f"after {start} frames (HDF5 could not write the next {k})") from exc
             self._buffer, self.n_flushed = [], stop  # one step: a retry after an interrupt rewrites the block
+            self._last_step = int(buf[-1]["step"])
         else:
-            self._file.flush()
+            try:
+                self._file.flush()
+            except (OSError, RuntimeError) as exc:
+                if not _no_space(exc):
+                    raise
+                self._broken = True
+                raise self._disk_full(f"after {self.n_flushed} frames") from exc
         self._last_flush = _time.monotonic()
+
+    def _write_block(self, buf: list[dict[str, np.ndarray]], start: int, stop: int) -> None:
+        # Every dataset but step (values, time, observables), then a flush; the shared step dataset
+        # last, then a flush again. A reader takes the shortest length and drops trailing fill-value
+        # steps, so no frame becomes visible before all of its data is on disk.
+        for key, ds in self._dsets.items():
+            if key == "step":
+                continue
+            block = np.stack([b[key] for b in buf])
+            ds.resize(stop, axis=0)
+            ds[start:stop] = block
+        self._file.flush()
+        step = self._dsets["step"]
+        step.resize(stop, axis=0)
+        step[start:stop] = np.array([b["step"] for b in buf], dtype=np.int64)
+        self._file.flush()
 
     def close(self) -> None:
         """Flush the buffered frames and close the file; calling it again does nothing."""
         if self._closed:
             return
         try:
-            if self._file.id.valid:
+            if self._file.id.valid and not self._broken:
                 self.flush()
         finally:
             self._closed = True
             if self._file.id.valid:
-                self._file.close()
+                try:
+                    self._file.close()
+                except (OSError, RuntimeError):
+                    if not self._broken:  # after a failed write HDF5 may fail to close: the frames are on disk
+                        raise
 
     def discard(self) -> None:
         """Close the file without writing buffered frames and delete it (for a run that failed early)."""
@@ -512,7 +615,11 @@ class TrajectoryWriter:
         self._closed = True
         try:
             if self._file.id.valid:
-                self._file.close()
+                try:
+                    self._file.close()
+                except (OSError, RuntimeError):
+                    if not self._broken:
+                        raise
         finally:
             self.path.unlink(missing_ok=True)
 

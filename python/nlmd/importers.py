@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from nlmd.errors import InputError
-from nlmd.h5md import FixedCore, Frame, TrajectoryWriter
+from nlmd.errors import DiskFullError, InputError
+from nlmd.h5md import FixedCore, Frame, TrajectoryWriter, disk_full_instead
 
 __all__ = ["SOURCES", "ImportResult", "IdMap", "detect_format", "read_frames", "fixed_core_of", "load_id_map",
            "import_files"]
@@ -570,8 +570,10 @@ def import_files(
                 )
             n_frames = writer.n_written
         os.replace(tmp, output)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, DiskFullError):
+            raise disk_full_instead(exc, output) from exc
         raise
     return ImportResult(
         output=output,

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nlmd import __version__
-from nlmd.errors import InputError, NlmdError, SimulationError
+from nlmd.errors import DiskFullError, InputError, NlmdError, SimulationError
 from nlmd.h5md import FixedCore, Frame, TrajectoryWriter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1460,7 +1460,12 @@ def run_input(
                 if written and isinstance(exc, NlmdError) and run.rank == 0:
                     summary = _summary(run, None, output, log, command, t_start, status="failed", error=str(exc),
                                        frames_written=written)
-                    _write_json(summary_path(output), summary)
+                    try:
+                        _write_json(summary_path(output), summary)
+                    except OSError:  # a full disk, say: the error at hand matters more
+                        pass
+                    if isinstance(exc, DiskFullError):  # says which frames the file holds
+                        raise
                     raise type(exc)(f"{exc}; {written} frames were written to {output}") from exc
                 raise
             if writer is not None:

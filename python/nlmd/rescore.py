@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from nlmd.errors import DataMismatchError, InputError, ModelError, NlmdError, SimulationError
-from nlmd.h5md import FixedCore, Frame, TrajectoryReader, TrajectoryWriter
+from nlmd.errors import DataMismatchError, DiskFullError, InputError, ModelError, NlmdError, SimulationError
+from nlmd.h5md import FixedCore, Frame, TrajectoryReader, TrajectoryWriter, disk_full_instead
 
 __all__ = ["RescoreResult", "rescore_file", "type_elements", "world_comm"]
 
@@ -354,9 +354,11 @@ def rescore_file(
                 if t_first is None:
                     t_first = time.perf_counter() - t0
         _shared(comm, end)
-    except BaseException:
+    except BaseException as exc:
         if source is not None:
             source.discard()
+        if isinstance(exc, DiskFullError):
+            raise disk_full_instead(exc, output) from exc
         raise
     return RescoreResult(
         output=output, input=frames, potential=pot_dir.path, model_name=pot_dir.name,
