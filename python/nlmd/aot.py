@@ -23,8 +23,10 @@ metadata holds the same keys as SevenNet's TorchScript ``_extra_files`` (``chemi
 file to use for graphs too small for the package).
 
 Compiling needs the C++ compiler that built the plugin and takes minutes (SevenNet-0: ~5 min on 2 cores).
-The code is specialised to the CPU it was compiled on (its instruction set: AVX-512 and so on): deploy on
-the kind of node the MD runs on.
+The code is specialised to the device it was compiled for: ``cpu`` (and the CPU's instruction set:
+AVX-512 and so on) or ``cuda`` (Inductor's Triton kernels, compiled on the GPU that will run them; the
+package's ``device`` metadata says which, and the pair style refuses a package whose device this process
+does not have). Deploy on the kind of node the MD runs on.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ class _EnergyAndGradient:
 
         if not edge_vec.requires_grad:
             edge_vec = edge_vec.requires_grad_(True)
-        n = torch.full((1,), x.shape[0], dtype=torch.int64)
+        n = torch.full((1,), x.shape[0], dtype=torch.int64, device=x.device)
         out = self.model({"x": x, "edge_index": edge_index, "edge_vec": edge_vec, "num_atoms": n, "nlocal": n})
         energy = out["inferred_total_energy"].reshape(1)
         (dedr,) = torch.autograd.grad([energy.sum()], [edge_vec])
@@ -113,7 +115,22 @@ def example_graph(config: dict, reps: int, seed: int, dtype):
     return x, edge_index, torch.tensor(d, dtype=dtype)
 
 
-def metadata(config: dict, torchscript: str) -> dict[str, str]:
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: ``cuda`` when this torch has a usable GPU, else ``cpu``; ``cpu`` and ``cuda`` as given
+    (``cuda`` without a GPU is an error: the package is compiled where it will run)."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("a CUDA package is compiled on a GPU, and this torch has none "
+                           f"(torch {torch.__version__}, CUDA {torch.version.cuda})")
+    return device
+
+
+def metadata(config: dict, torchscript: str, device: str = "cpu") -> dict[str, str]:
     import datetime
 
     from ase.data import chemical_symbols
@@ -129,28 +146,31 @@ def metadata(config: dict, torchscript: str) -> dict[str, str]:
         "model_type": str(config.get("model_type", "E3_equivariant_model")),
         "version": __version__,
         "time": datetime.date.today().isoformat(),
-        "device": "cpu",
+        "device": device,
         "torchscript": torchscript,
     }
 
 
 def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str = "deployed_serial.pt",
-                   echo=print) -> dict:
-    """Compile the serial model of ``checkpoint`` into the AOTInductor package ``out``; return timings and
-    the largest force difference between the package and the Python model on two graphs."""
+                   device: str = "auto", echo=print) -> dict:
+    """Compile the serial model of ``checkpoint`` into the AOTInductor package ``out`` for ``device``
+    (``cpu``, ``cuda``, or ``auto``: CUDA when there is a GPU); return timings and the largest force
+    difference between the package and the Python model on two graphs."""
     import torch
     import torch.fx.experimental._config as fx_config
     from torch.export import Dim
     from torch.fx.experimental.proxy_tensor import make_fx
 
+    device = resolve_device(device)
     torch.set_num_threads(1)  # the package is compiled with dynamic threads; this only keeps the export lean
     _patch_message_gather()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, config = _serial_model(str(checkpoint))
+    model.to(device)
     dtype = next(model.parameters()).dtype
     fn = _EnergyAndGradient(model)
-    x, ei, ev = example_graph(config, 2, 0, dtype)
+    x, ei, ev = (t.to(device) for t in example_graph(config, 2, 0, dtype))
     t0 = time.perf_counter()
     # use_duck_shape off: a dynamic size that happens to equal a static one (a channel count) stays symbolic
     old = fx_config.use_duck_shape
@@ -170,7 +190,9 @@ def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str 
     echo(f"traced and exported the model with its gradient in {t_export:.0f} s; compiling with AOTInductor "
          "(minutes) ...")
     t0 = time.perf_counter()
-    options = {"aot_inductor.metadata": metadata(config, torchscript), "cpp.dynamic_threads": True}
+    options = {"aot_inductor.metadata": metadata(config, torchscript, device)}
+    if device == "cpu":
+        options["cpp.dynamic_threads"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = torch._inductor.aoti_compile_and_package(exported, package_path=str(out), inductor_configs=options)
@@ -178,7 +200,7 @@ def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str 
     compiled = torch._inductor.aoti_load_package(path)
     worst = 0.0
     for reps, seed in ((2, 1), (3, 2)):  # a graph of the traced size and a larger one
-        g = example_graph(config, reps, seed, dtype)
+        g = tuple(t.to(device) for t in example_graph(config, reps, seed, dtype))
         ref = fn(g[0], g[1], g[2].clone())
         got = compiled(*g)
         # relative to the largest gradient component (float32 models: ~1e-7 of it)
@@ -187,9 +209,12 @@ def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str 
     if not worst <= CHECK_FORCE_TOL:
         raise RuntimeError(f"the compiled package's energy gradient differs from SevenNet's model by {worst:.3e} "
                            f"of its largest component (tolerance {CHECK_FORCE_TOL:g})")
-    return {"file": Path(path).name, "format": FORMAT, "device": "cpu", "export_s": round(t_export, 1),
-            "compile_s": round(t_compile, 1), "check_rel_dedr_diff": worst,
-            "cpu_isa": _package_isa(path)}
+    summary = {"file": Path(path).name, "format": FORMAT, "device": device, "export_s": round(t_export, 1),
+               "compile_s": round(t_compile, 1), "check_rel_dedr_diff": worst,
+               "cpu_isa": _package_isa(path) if device == "cpu" else ""}
+    if device == "cuda":
+        summary["gpu"] = torch.cuda.get_device_name()
+    return summary
 
 
 def _package_isa(path: str) -> str:
@@ -205,15 +230,19 @@ def _package_isa(path: str) -> str:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m nlmd.aot CHECKPOINT OUT.pt2``: compile in a fresh interpreter (see potentials.compile_aot);
-    the last line printed is the JSON summary."""
+    """``python -m nlmd.aot CHECKPOINT OUT.pt2 [--device auto|cpu|cuda]``: compile in a fresh interpreter
+    (see potentials.compile_aot); the last line printed is the JSON summary."""
     import json
     import sys
 
+    device = "auto"
+    if len(argv) == 4 and argv[2] == "--device":
+        device, argv = argv[3], argv[:2]
     if len(argv) != 2:
-        print("usage: python -m nlmd.aot CHECKPOINT OUT.pt2", file=sys.stderr)
+        print("usage: python -m nlmd.aot CHECKPOINT OUT.pt2 [--device auto|cpu|cuda]", file=sys.stderr)
         return 2
-    summary = compile_serial(argv[0], argv[1], echo=lambda s: print(s, file=sys.stderr, flush=True))
+    summary = compile_serial(argv[0], argv[1], device=device,
+                             echo=lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(summary))
     return 0
 

@@ -236,6 +236,7 @@ def deploy(
     *,
     parallel: bool = True,
     aot: bool = True,
+    device: str = "auto",
     force: bool = False,
     verify: bool = True,
     echo: Callable[[str], None] = print,
@@ -244,7 +245,9 @@ def deploy(
 
     With ``aot`` the serial model is also compiled ahead of time (``deployed_serial.pt2``, minutes) and
     ``pair_style e3gnn`` uses it; if that compilation fails the directory keeps TorchScript only and the
-    reason is echoed and kept in the manifest."""
+    reason is echoed and kept in the manifest. ``device`` (``auto``, ``cpu``, ``cuda``) is where the
+    package will run; it is compiled there (``auto``: CUDA when this torch has a GPU) and recorded as
+    ``aot.device``."""
     checkpoint, pretrained = resolve_checkpoint(model)
     cp = load_checkpoint(checkpoint)
     config = cp.config
@@ -264,7 +267,7 @@ def deploy(
         aot_summary, aot_failure = None, None
         if aot:
             try:
-                aot_summary = compile_aot(checkpoint, tmp / AOT_FILE, echo=echo)
+                aot_summary = compile_aot(checkpoint, tmp / AOT_FILE, device=device, echo=echo)
                 files.append(AOT_FILE)
             except ModelError as exc:
                 aot_failure = str(exc)
@@ -328,18 +331,19 @@ def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> Non
         raise ModelError(f"SevenNet could not export {checkpoint} to TorchScript: {lines[-1] if lines else 'no message'}")
 
 
-def compile_aot(checkpoint: Path, out: Path, *, echo: Callable[[str], None] = print) -> dict:
+def compile_aot(checkpoint: Path, out: Path, *, device: str = "auto", echo: Callable[[str], None] = print) -> dict:
     """Compile the serial model into the AOTInductor package ``out`` (nlmd.aot), in a child process for the
     reason given in export_torchscript(); return the compiler's summary or raise ModelError."""
     echo(f"compiling the serial model ahead of time with AOTInductor (a few minutes; --no-aot skips) -> {out.name}")
-    cmd = [sys.executable, "-m", "nlmd.aot", str(checkpoint), str(out)]
+    cmd = [sys.executable, "-m", "nlmd.aot", str(checkpoint), str(out), "--device", device]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise ModelError(f"AOTInductor could not compile {checkpoint}: {err[-1] if err else 'no message'}")
     summary = json.loads(lines[-1])
-    echo(f"compiled in {summary['export_s'] + summary['compile_s']:.0f} s for {summary['cpu_isa'] or 'this CPU'}; "
+    target = summary.get("gpu") or summary["cpu_isa"] or "this CPU"
+    echo(f"compiled in {summary['export_s'] + summary['compile_s']:.0f} s for {summary['device']} ({target}); "
          f"package vs SevenNet's model: {summary['check_rel_dedr_diff']:.1e} (relative, energy gradient)")
     return summary
 

@@ -15,9 +15,13 @@ import click
               help="Also compile the serial model ahead of time with AOTInductor (deployed_serial.pt2, a few "
                    "minutes; pair_style e3gnn then runs ~1.5-2x faster on CPU). The code is specific to this "
                    "kind of CPU: deploy on the nodes that run the MD.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device the compiled package (--aot) runs on; it is compiled there. auto: cuda when torch "
+                   "has a GPU. The TorchScript files run on either.")
 @click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
 @click.option("--no-verify", is_flag=True, help="Skip the LAMMPS vs SevenNetCalculator check (not recommended).")
-def command(model: str, output: Path | None, parallel: bool, aot: bool, force: bool, no_verify: bool) -> None:
+def command(model: str, output: Path | None, parallel: bool, aot: bool, device: str, force: bool,
+            no_verify: bool) -> None:
     """Deploy MODEL (a SevenNet .pth checkpoint or a pretrained name shipped with sevenn, default 7net-0).
 
     Writes deployed_serial.pt, deployed_serial.pt2 (with --aot), deployed_parallel/, manifest.json and
@@ -26,4 +30,5 @@ def command(model: str, output: Path | None, parallel: bool, aot: bool, force: b
     """
     from nlmd.potentials import deploy
 
-    deploy(model, output, parallel=parallel, aot=aot, force=force, verify=not no_verify, echo=click.echo)
+    deploy(model, output, parallel=parallel, aot=aot, device=device, force=force, verify=not no_verify,
+           echo=click.echo)
