@@ -176,3 +176,145 @@ def test_writer_checks_the_free_space_before_each_block(tmp_path, monkeypatch):
     w.close()
     with TrajectoryReader(out) as r:
         assert r.n_frames == 10
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy: untrusted checkpoints, what --force may replace, modes, SIGTERM
+
+
+class _Payload:
+    """Unpickled, it creates the file ``marker`` (a stand-in for any code a pickle can run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_deploy_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"config": {"cutoff": 5.0}, "model_state_dict": {}, "hook": _Payload(marker)}, evil)
+    res = CliRunner().invoke(main, ["deploy", str(evil), "-o", str(tmp_path / "pot"), "--no-aot"])
+    assert res.exit_code == 1, res.output
+    assert not marker.exists()  # nothing of the file ran
+    assert res.output.startswith(f"nlmd: error: {evil}: refused to load this checkpoint: it needs io.open")
+    assert "--trust-checkpoint" in res.output and not (tmp_path / "pot").exists()
+    # trusted on request: the payload runs (then it is not a SevenNet checkpoint)
+    res = CliRunner().invoke(main, ["deploy", str(evil), "-o", str(tmp_path / "pot"), "--no-aot", "--trust-checkpoint"])
+    assert res.exit_code == 1 and marker.exists()
+
+
+def test_sevennet_checkpoints_pass_the_check(tiny_checkpoint):
+    import sevenn.util
+
+    from nlmd.potentials import check_checkpoint
+
+    check_checkpoint(tiny_checkpoint)
+    check_checkpoint(Path(sevenn.util.pretrained_name_to_path("7net-0")))
+
+
+def test_deploy_force_replaces_only_a_potential_directory(tmp_path):
+    from nlmd.errors import InputError
+    from nlmd.potentials import _staging_dir
+
+    folder = tmp_path / "potentials"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="is not a potential directory .*--force replaces only a potential"):
+        with _staging_dir(folder, force=True):
+            pass
+    assert (folder / "notes.txt").read_text() == "keep"
+    pot = tmp_path / "pot"
+    pot.mkdir()
+    (pot / "manifest.json").write_text("{}")
+    with _staging_dir(pot, force=True) as tmp:
+        (tmp / "manifest.json").write_text('{"new": 1}')
+    assert (pot / "manifest.json").read_text() == '{"new": 1}'
+
+
+def test_potential_directory_honours_the_umask(tmp_path):
+    import os
+    import stat
+
+    from nlmd.potentials import _staging_dir
+
+    old = os.umask(0o022)
+    try:
+        with _staging_dir(tmp_path / "pot", force=False) as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "pot").stat().st_mode) == 0o755
+
+
+def _wait_for(pattern: str, where: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if list(where.glob(pattern)):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"{pattern} did not appear in {timeout} s")
+
+
+def test_sigterm_during_deploy_leaves_no_partial_directory(tmp_path, tiny_checkpoint):
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "nlmd", "deploy", str(tiny_checkpoint), "-o", str(tmp_path / "pot"),
+                             "--no-aot"], cwd=tmp_path, env=lmp_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(".pot.*.partial", tmp_path, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pot")] == []
+    assert not (tmp_path / "pot").exists()
+
+
+def sro_frames(path: Path, n_frames: int, repeat: int = 2) -> Path:
+    """A trajectory file of displaced rocksalt SrO frames (positions only), for rescore."""
+    from ase.build import bulk
+
+    from nlmd.h5md import Frame, TrajectoryWriter
+
+    atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True).repeat((repeat,) * 3)
+    rng = np.random.default_rng(3)
+    ids = np.arange(1, len(atoms) + 1)
+    with TrajectoryWriter(path) as w:
+        for i in range(n_frames):
+            w.write(Frame(step=i, time=0.001 * i, box=atoms.cell.array, ids=ids, species=atoms.numbers,
+                          positions=atoms.positions + rng.normal(scale=0.05, size=(len(atoms), 3))))
+    return path
+
+
+def test_sigterm_during_rescore_leaves_no_partial_file(tmp_path):
+    import signal
+
+    frames = sro_frames(tmp_path / "frames.h5", 3000)
+    out = tmp_path / "rescored.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "nlmd", "rescore", str(frames), "--potential",
+                             str(REPO / "potentials/sro-rigid-ion"), "-o", str(out), "--quiet"], cwd=tmp_path,
+                            env=lmp_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(".rescored.h5.*.part", tmp_path, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.h5"]

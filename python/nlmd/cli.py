@@ -7,6 +7,7 @@ Commands live one per module in :mod:`nlmd.commands`; each is imported only when
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -46,8 +47,15 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
-        from nlmd.errors import NlmdError
+        from nlmd.errors import NlmdError, Terminated
 
+        def terminate(signum, frame):  # SIGTERM cleans up as Ctrl-C does (nlmd run stops its own way)
+            raise Terminated()
+
+        try:
+            previous = signal.signal(signal.SIGTERM, terminate)
+        except ValueError:  # not the main thread (click invoked from a thread): leave signals alone
+            previous = None
         try:
             return super().invoke(ctx)
         except NlmdError as exc:
@@ -55,9 +63,10 @@ class LazyGroup(click.Group):
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
-        except KeyboardInterrupt:
-            click.echo("nlmd: interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo("nlmd: terminated (SIGTERM)" if terminated else "nlmd: interrupted", err=True)
+            sys.exit(143 if terminated else 130)
         except Exception as exc:  # noqa: BLE001 - last-resort report for the user
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
@@ -66,6 +75,9 @@ class LazyGroup(click.Group):
                 err=True,
             )
             sys.exit(2)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,3 +28,8 @@ class DataMismatchError(NlmdError):
 class DiskFullError(NlmdError):
     """Raised when the file system of an output file has no room left for it (the next block of frames, or
     the file itself): the file keeps every frame written before, and the message says how many."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process gets SIGTERM (the CLI installs the handler), so that the
+    clean-up that Ctrl-C gets (temporary files and directories removed) runs too; exit status 143."""

@@ -12,14 +12,16 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
+import uuid
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -123,10 +125,68 @@ def resolve_checkpoint(model: str | Path) -> tuple[Path, str | None]:
     return Path(found).resolve(), str(model)
 
 
-def load_checkpoint(path: Path):
-    """Load a SevenNet checkpoint, turning any failure into one sentence."""
+def _checkpoint_safe_globals() -> list:
+    """What a SevenNet checkpoint holds besides tensors and Python literals (measured on SevenNet-0's and on
+    nlmd.testing's checkpoints): numpy arrays (shift/scale in the config), their dtypes, and torch.device.
+    Allowed for ``torch.load(weights_only=True)``: none of them runs code when unpickled."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    dtypes = [type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG"]
+    return [np.ndarray, np.dtype, _reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"),
+            (_reconstruct, "numpy._core.multiarray._reconstruct"), *dtypes]
+
+
+def check_checkpoint(path: Path) -> None:
+    """Unpickle the checkpoint as data only (``torch.load(weights_only=True)`` with the allow-list of
+    :func:`_checkpoint_safe_globals`); raise ModelError, naming what it asks for, when it needs more.
+
+    A ``.pth`` file is a pickle: loaded in full (as SevenNet does, ``weights_only=False``) it can call any
+    Python function, e.g. run a shell command. What passes this check holds only allowed objects, so
+    loading it in full afterwards (SevenNet's loader, the export and compile children) builds the same data.
+    """
+    import pickle
+
+    import torch
+
+    allowed = _checkpoint_safe_globals()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        names = {g if isinstance(g, str) else f"{g.__module__}.{g.__qualname__}" for g in allowed if not isinstance(g, tuple)}
+        names |= {g[1] for g in allowed if isinstance(g, tuple)}
+        try:
+            from torch.serialization import get_unsafe_globals_in_checkpoint
+
+            extra = [g for g in get_unsafe_globals_in_checkpoint(path) if g not in names]  # reads, never calls
+        except Exception:  # noqa: BLE001 - the reason below is enough
+            extra = []
+        if not extra:  # no foreign object found: not a torch checkpoint at all (a text file, say)
+            raise ModelError(f"{path} is not a SevenNet checkpoint (not a PyTorch file torch.load can read)") from None
+        raise ModelError(
+            f"{path}: refused to load this checkpoint: it needs {', '.join(extra)}, beyond the tensors, numbers "
+            "and numpy arrays of a SevenNet checkpoint, and loading it would run code from the file; pass "
+            "--trust-checkpoint only if you trust where it comes from"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - not a torch file at all, truncated, ...
+        raise ModelError(f"{path} is not a SevenNet checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def load_checkpoint(path: Path, *, trust: bool = False):
+    """Load a SevenNet checkpoint, turning any failure into one sentence.
+
+    Unless ``trust``, the file is first checked to hold nothing but data (:func:`check_checkpoint`).
+    """
     import sevenn.util
 
+    if not trust:
+        check_checkpoint(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -185,9 +245,19 @@ def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
     """A temporary directory beside ``out`` that replaces it on success and vanishes on failure."""
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force to replace it")
+    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
+        raise InputError(
+            f"{out} exists and is not a potential directory (no {MANIFEST}); --force replaces only a potential "
+            "directory: choose another -o, or move it away yourself"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise InputError(f"-o {out}: the directory {out.parent} is not writable")
+    # a unique hidden name beside out (one file system: the final rename is atomic); mkdir honours the
+    # umask, as for every other output (tempfile.mkdtemp would make it 0700)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
+        tmp.mkdir()
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -239,6 +309,7 @@ def deploy(
     device: str = "auto",
     force: bool = False,
     verify: bool = True,
+    trust_checkpoint: bool = False,
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Deploy a SevenNet checkpoint (path or pretrained name) into a verified potential directory.
@@ -249,7 +320,7 @@ def deploy(
     package will run; it is compiled there (``auto``: CUDA when this torch has a GPU) and recorded as
     ``aot.device``."""
     checkpoint, pretrained = resolve_checkpoint(model)
-    cp = load_checkpoint(checkpoint)
+    cp = load_checkpoint(checkpoint, trust=trust_checkpoint)
     config = cp.config
     name = pretrained or checkpoint.stem
     out = Path(out) if out is not None else Path("potentials") / name
@@ -314,6 +385,33 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
 
 
+def _run_child(cmd: list[str]) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd)`` (output captured, :func:`_child_env`) whose child never outlives this process's
+    interruption (Ctrl-C, SIGTERM): it would go on writing into a directory that the clean-up removed.
+
+    Popen cannot hand back a child it started when a signal's exception arrives inside it, so SIGINT and
+    SIGTERM are held while it starts and delivered right after."""
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    try:
+        if held:
+            os.kill(os.getpid(), held[0])  # the restored handler raises now
+        out, err = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> None:
     """Write deployed_serial.pt (and deployed_parallel/) with SevenNet's exporters, in a child process.
 
@@ -325,7 +423,7 @@ def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> Non
     cmd = [sys.executable, "-m", "nlmd.potentials", "export", str(checkpoint), str(directory)]
     if parallel:
         cmd.append("--parallel")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    proc = _run_child(cmd)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         raise ModelError(f"SevenNet could not export {checkpoint} to TorchScript: {lines[-1] if lines else 'no message'}")
@@ -336,7 +434,7 @@ def compile_aot(checkpoint: Path, out: Path, *, device: str = "auto", echo: Call
     reason given in export_torchscript(); return the compiler's summary or raise ModelError."""
     echo(f"compiling the serial model ahead of time with AOTInductor (a few minutes; --no-aot skips) -> {out.name}")
     cmd = [sys.executable, "-m", "nlmd.aot", str(checkpoint), str(out), "--device", device]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+    proc = _run_child(cmd)
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

@@ -20,8 +20,11 @@ import click
                    "has a GPU. The TorchScript files run on either.")
 @click.option("--force", is_flag=True, help="Replace the output directory if it exists.")
 @click.option("--no-verify", is_flag=True, help="Skip the LAMMPS vs SevenNetCalculator check (not recommended).")
+@click.option("--trust-checkpoint", is_flag=True,
+              help="Load a checkpoint that holds more than tensors, numbers and numpy arrays. A .pth file is a "
+                   "pickle and such a one can run code when loaded: only for files whose origin you trust.")
 def command(model: str, output: Path | None, parallel: bool, aot: bool, device: str, force: bool,
-            no_verify: bool) -> None:
+            no_verify: bool, trust_checkpoint: bool) -> None:
     """Deploy MODEL (a SevenNet .pth checkpoint or a pretrained name shipped with sevenn, default 7net-0).
 
     Writes deployed_serial.pt, deployed_serial.pt2 (with --aot), deployed_parallel/, manifest.json and
@@ -31,4 +34,4 @@ def command(model: str, output: Path | None, parallel: bool, aot: bool, device: 
     from nlmd.potentials import deploy
 
     deploy(model, output, parallel=parallel, aot=aot, device=device, force=force, verify=not no_verify,
-           echo=click.echo)
+           trust_checkpoint=trust_checkpoint, echo=click.echo)
