@@ -318,3 +318,108 @@ def test_sigterm_during_rescore_leaves_no_partial_file(tmp_path):
             proc.kill()
     assert proc.returncode == 143, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.h5"]
+
+
+# --------------------------------------------------------------------------------------------------
+# no command writes over its inputs, or over an existing output without --force
+
+
+def test_run_never_writes_its_log_or_trajectory_over_the_input(tmp_path):
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    inp = blowup_input(tmp_path)
+    text = inp.read_text()
+    for args in (["-o", str(tmp_path / "t.h5"), "--log", str(inp)], ["-o", str(inp), "--force"]):
+        res = CliRunner().invoke(main, ["run", str(inp), *args, "-v", "mover", "2"])
+        assert res.exit_code == 1 and "is also an input of this command; nlmd never writes over its inputs" in res.output
+        assert inp.read_text() == text
+    res = CliRunner().invoke(main, ["run", str(inp), "-o", str(tmp_path / "t.h5"), "--log",
+                                    str(tmp_path / "no" / "t.log")])
+    assert res.exit_code == 1
+    assert res.output == f"nlmd: error: --log {tmp_path / 'no' / 't.log'}: the directory {tmp_path / 'no'} does not exist\n"
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_import_needs_force_and_never_replaces_its_input(tmp_path):
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((len(atoms), 3)))
+    src = tmp_path / "a.xyz"
+    ase.io.write(src, [atoms])
+    text = src.read_text()
+    res = CliRunner().invoke(main, ["import", str(src), "-o", str(src), "--force"])
+    assert res.exit_code == 1 and "is also an input of this command" in res.output and src.read_text() == text
+    out = tmp_path / "a.h5"
+    out.write_text("keep me")
+    res = CliRunner().invoke(main, ["import", str(src), "-o", str(out)])
+    assert res.exit_code == 1 and f"{out} exists; pass --force to overwrite it" in res.output
+    assert out.read_text() == "keep me"
+    res = CliRunner().invoke(main, ["import", str(src), "-o", str(out), "--force"])
+    assert res.exit_code == 0, res.output
+    with TrajectoryReader(out) as r:
+        assert r.n_frames == 1
+
+
+def test_compare_checks_its_json_path_first_and_writes_it_with_the_umask(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from click.testing import CliRunner
+
+    import nlmd.compare
+    from nlmd.cli import main
+
+    a = sro_frames(tmp_path / "a.h5", 2)
+    calls = []
+    monkeypatch.setattr(nlmd.compare, "compare_files", lambda *args, **kw: calls.append(args))
+    bad = tmp_path / "a.h5"
+    res = CliRunner().invoke(main, ["compare", str(a), str(a), "--json", str(bad)])
+    assert res.exit_code == 1 and "--json" in res.output and "is also an input" in res.output and calls == []
+    res = CliRunner().invoke(main, ["compare", str(a), str(a), "--by", "time", "--time-tol", "-1"])
+    assert res.exit_code == 2 and "--time-tol" in res.output and calls == []
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path / "ro")
+    (tmp_path / "ro").mkdir()
+    res = CliRunner().invoke(main, ["compare", str(a), str(a), "--json", str(tmp_path / "ro" / "r.json")])
+    assert res.exit_code == 1 and calls == []
+    assert res.output == f"nlmd: error: --json {tmp_path / 'ro' / 'r.json'}: the directory {tmp_path / 'ro'} is not writable\n"
+    old = os.umask(0o022)
+    try:
+        nlmd.compare.write_report({"x": 1}, tmp_path / "r.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("command", ["import", "rescore"])
+def test_unwritable_output_directory_is_named_not_a_temporary_file(tmp_path, monkeypatch, command):
+    import os
+
+    import ase.io
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != ro and real_access(path, mode))
+    if command == "import":
+        atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0, forces=np.zeros((len(atoms), 3)))
+        ase.io.write(tmp_path / "a.xyz", [atoms])
+        args = ["import", str(tmp_path / "a.xyz")]
+    else:
+        args = ["rescore", str(sro_frames(tmp_path / "f.h5", 1)), "--potential", str(REPO / "potentials/sro-rigid-ion")]
+    res = CliRunner().invoke(main, [*args, "-o", str(ro / "x.h5")])
+    assert res.exit_code == 1
+    assert res.output == f"nlmd: error: -o {ro / 'x.h5'}: the directory {ro} is not writable\n"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -732,9 +732,10 @@ def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a report as JSON through a temporary file renamed into place (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a unique hidden name opened as open() does, so the report gets the umask's mode (mkstemp: 0600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(tmp, "x") as fh:
             json.dump(report, fh, indent=2, allow_nan=False)
             fh.write("\n")
         os.replace(tmp, path)

@@ -404,6 +404,7 @@ def import_files(
     dt_fs: float | None = None,
     command: str | None = None,
     ids_from: str | os.PathLike | None = None,
+    force: bool = True,
 ) -> ImportResult:
     """Import DFT frames from ``files`` (in order) into the trajectory file ``output``.
 
@@ -412,7 +413,8 @@ def import_files(
     the files carry none; ``ids_from`` (a file :func:`load_id_map` reads, e.g. the model's trajectory or
     ``nlmd build``'s cell.json) gives the atoms its ids, rows then in id order. Raises
     :class:`~nlmd.errors.InputError` naming the file and frame for any bad input; ``output`` is then
-    left untouched.
+    left untouched. An existing ``output`` is replaced only with ``force`` (the CLI's default is not to);
+    it may never be one of the inputs.
     """
     from ase.units import fs as ase_fs
 
@@ -420,6 +422,10 @@ def import_files(
     if not paths:
         raise InputError("nlmd import needs at least one input file")
     output = Path(output)
+    from nlmd.outputs import check_output
+
+    check_output(output, inputs=[*paths, *([ids_from] if ids_from is not None else [])], force=force,
+                 make_parent=True)
     if dt_fs is not None and not (math.isfinite(dt_fs) and dt_fs > 0):
         raise InputError(f"--dt must be a positive number of fs, got {dt_fs}")
 

@@ -1421,12 +1421,12 @@ def run_input(
         command = shlex.join(args)
 
     script = InputScript.read(input_path)
-    if not output.parent.is_dir():
-        raise InputError(f"-o {output}: the directory {output.parent} does not exist")
-    if output.exists() and not force:
-        raise InputError(f"{output} exists; pass --force to overwrite it")
     if output.is_dir():
         raise InputError(f"-o {output} is a directory; give a file name such as traj.h5")
+    from nlmd.outputs import check_output
+
+    check_output(output, inputs=[input_path], force=force)
+    check_output(log, option="--log", inputs=[input_path, output])  # a log is replaced, as by lmp
 
     with Run(script, every=every, variables=variables, comm=comm, log=log, energies=energies) as run, \
             _ending_together(run):

@@ -175,6 +175,9 @@ class _Source:
             raise InputError(f"{output} is a directory; give a file name for the output")
         if output.resolve() == frames.resolve():
             raise InputError(f"{output} is the input file; write the rescored frames to another file")
+        from nlmd.outputs import check_output
+
+        check_output(output, inputs=[frames], make_parent=True)  # a writable directory, before any work
         self.reader = TrajectoryReader(frames)
         self.tmp: Path | None = None
         self.writer: TrajectoryWriter | None = None

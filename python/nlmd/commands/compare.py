@@ -24,7 +24,8 @@ _FILE = click.Path(dir_okay=False, path_type=Path)  # existence is checked by nl
               help="Every subdirectory of DIR holding model.h5 and ref.h5 is a run named after it.")
 @click.option("--by", type=click.Choice(["step", "time"]), default="step", show_default=True,
               help="Match frames by step number or by time.")
-@click.option("--time-tol", type=float, default=1e-6, show_default=True, help="Tolerance (ps) for --by time.")
+@click.option("--time-tol", type=click.FloatRange(min=0), default=1e-6, show_default=True,
+              help="Tolerance (ps) for --by time.")
 @click.option("--position-tol", type=float, default=1e-4, show_default=True,
               help="Largest position difference (Angstrom) allowed between matched frames.")
 @click.option("--shift-energy", is_flag=True,
@@ -50,6 +51,11 @@ def command(files, pairs, runs_dir, by, time_tol, position_tol, shift_energy, js
         items = compare.find_runs(runs_dir)
     if not items:
         raise InputError("nothing to compare: give MODEL REF, --pair MODEL REF, or --runs DIR")
+    if json_path is not None:  # before the comparison, not after it
+        from nlmd.outputs import check_output
+
+        check_output(json_path, option="--json", make_parent=True,
+                     inputs=[f for item in items for f in item if isinstance(f, Path)])
     options = dict(by=by, shift_energy=shift_energy, position_tol=position_tol, time_tol=time_tol)
 
     if len(items) == 1 and runs_dir is None:

@@ -29,8 +29,9 @@ FORMATS = ("vasp-xml", "vasp-out", "extxyz", "traj")
               help="Give the atoms the ids of FILE (the model's trajectory, or cell.json/.extxyz/.data of "
                    "`nlmd build`): the k-th atom of an element here is its k-th of that element. Rows are "
                    "then in id order. Needed for POSCARs, which list atoms by element.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 def command(files: tuple[Path, ...], output: Path, fmt: str | None, index: str, dt_fs: float | None,
-            ids_from: Path | None) -> None:
+            ids_from: Path | None, force: bool) -> None:
     """Import DFT frames (positions, forces, energies) from FILES, in order, into one trajectory file.
 
     Steps are frame indices and continue from one file to the next; time = step x dt. Fully fixed
@@ -48,8 +49,9 @@ def command(files: tuple[Path, ...], output: Path, fmt: str | None, index: str, 
         argv += ["--dt", repr(dt_fs)]
     if ids_from is not None:
         argv += ["--ids-from", str(ids_from)]
+    argv += ["--force"] * force
     result = import_files(files, output, format=fmt, index=index, dt_fs=dt_fs, command=shlex.join(argv),
-                          ids_from=ids_from)
+                          ids_from=ids_from, force=force)
 
     summary_path = output.with_name(output.name + ".summary.json")
     tmp = summary_path.with_name(f".{summary_path.name}.part")
