@@ -91,7 +91,8 @@ def test_equilibration_then_production_keeps_the_core_fixed(lj_sr, tmp_path):
     prefix = tmp_path / "run"
     log = tmp_path / "log.lammps"
     result = run_lmp(["-in", SR_IN, "-var", "potential", str(lj_sr), "-var", "time", "0.04", "-var", "minsteps", "20",
-                      "-var", "eqtime", "0.02", "-var", "dumpall", "10", "-var", "prefix", str(prefix), "-log", str(log)])
+                      "-var", "eqtime", "0.02", "-var", "dumpall", "10", "-var", "prefix", str(prefix),
+                      "-log", str(log)])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "core = 43 atoms (ids 1-43) around the centre (id 1), mobile = 53 atoms" in result.stdout
     assert "sr_rfix.in: minimised the mobile atoms" in result.stdout
@@ -144,8 +145,9 @@ def test_nlmd_run_streams_it(lj_sr, tmp_path):
     from nlmd.h5md import TrajectoryReader
 
     out = tmp_path / "sr.h5"
-    result = CliRunner().invoke(main, ["run", str(REPO / SR_IN), "-o", str(out), "--quiet", "-v", "potential", str(lj_sr),
-                                       "-v", "time", "0.04", "-v", "minsteps", "10", "-v", "eqtime", "0.02"])
+    result = CliRunner().invoke(main, ["run", str(REPO / SR_IN), "-o", str(out), "--quiet",
+                                       "-v", "potential", str(lj_sr), "-v", "time", "0.04",
+                                       "-v", "minsteps", "10", "-v", "eqtime", "0.02"])
     assert result.exit_code == 0, result.output
     with TrajectoryReader(out) as r:
         assert r.n_frames == 3  # steps 0, 10, 20 of the production run (every 10 by default)

@@ -209,21 +209,19 @@ def scan_structure(support: Support, distance: float, bond: float) -> "Atoms":
 # --------------------------------------------------------------------------------------------------
 
 
-class _EvaluatorCalculator:
-    """An ASE calculator over a LammpsEvaluator (energy and forces of the current positions)."""
+def _calculator(evaluator):
+    """An ASE calculator over a LammpsEvaluator (energy, forces and per-atom energies of the current positions)."""
+    from ase.calculators.calculator import Calculator, all_changes
 
-    def __new__(cls, evaluator):
-        from ase.calculators.calculator import Calculator, all_changes
+    class EvaluatorCalculator(Calculator):
+        implemented_properties = ["energy", "forces", "energies"]
 
-        class _Calc(Calculator):
-            implemented_properties = ["energy", "forces", "energies"]
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            ev = evaluator.evaluate(self.atoms)
+            self.results = {"energy": ev.energy, "forces": ev.forces, "energies": ev.energies}
 
-            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-                super().calculate(atoms, properties, system_changes)
-                ev = evaluator.evaluate(self.atoms)
-                self.results = {"energy": ev.energy, "forces": ev.forces, "energies": ev.energies}
-
-        return _Calc()
+    return EvaluatorCalculator()
 
 
 @dataclass
@@ -242,7 +240,7 @@ def relax(evaluator, atoms: "Atoms", *, fmax: float, steps: int) -> Relaxed:
     from ase.parallel import DummyMPI
 
     atoms = atoms.copy()
-    atoms.calc = _EvaluatorCalculator(evaluator)
+    atoms.calc = _calculator(evaluator)
     opt = BFGS(atoms, logfile=None, comm=DummyMPI())  # every rank steps alone, on the same forces
     converged = bool(opt.run(fmax=fmax, steps=steps))
     ev = evaluator.evaluate(atoms)
@@ -301,7 +299,7 @@ def run_au2mgo(
     if hi <= lo:
         raise InputError(f"the scan must go up: start {lo} Å >= end {hi} Å")
     pot = PotentialDirectory.load(potential)
-    manifest = pot.manifest if hasattr(pot, "manifest") else {}
+    manifest = pot.manifest
     missing = [e for e in ELEMENTS if manifest.get("elements") and e not in manifest["elements"]]
     if missing:
         raise InputError(f"the potential {pot.path} does not know {', '.join(missing)} (its manifest's elements); "
@@ -369,7 +367,8 @@ def run_au2mgo(
                     # the dopant site (the Al, or the Mg on its site in the undoped support) to the cluster
                     "dz_dopant_au2": float(au[:, 2].mean() - z_al),
                     "dz_dopant_lower_au": float(au[:, 2].min() - z_al),
-                    "dopant_au_distance": min(_min_image_distance(r.atoms, sup.dopant_index, n_sup + k) for k in (0, 1)),
+                    "dopant_au_distance": min(_min_image_distance(r.atoms, sup.dopant_index, n_sup + k)
+                                              for k in (0, 1)),
                 }
             fz, fsum = [], []
             frames = []

@@ -399,6 +399,15 @@ def _check_common(rfix, box, a, min_dist, max_tries, seed) -> tuple[float, float
     return rfix, box, a, min_dist, max_tries, int(seed)
 
 
+def _check_fits(rfix: float, box: float, min_dist: float) -> None:
+    """The core must fit: ``2·rfix + min_dist <= box`` (see the module docstring)."""
+    if 2 * rfix + min_dist > box:
+        raise InputError(
+            f"rfix={rfix} Å is too large for box={box} Å: the core sphere must stay min_dist={min_dist} Å clear "
+            f"of its own periodic images (2*rfix + min_dist <= box, i.e. rfix <= {max_rfix(box, min_dist):.4f} Å)"
+        )
+
+
 def _assemble(
     offsets: np.ndarray,
     core_symbols: Sequence[str],
@@ -417,11 +426,7 @@ def _assemble(
     from ase import Atoms
     from ase.constraints import FixAtoms
 
-    if 2 * rfix + min_dist > box:
-        raise InputError(
-            f"rfix={rfix} Å is too large for box={box} Å: the core sphere must stay min_dist={min_dist} Å "
-            f"clear of its own periodic images (2*rfix + min_dist <= box, i.e. rfix <= {max_rfix(box, min_dist):.4f} Å)"
-        )
+    _check_fits(rfix, box, min_dist)
     core_symbols = np.asarray(core_symbols)
     n_rand = {}
     for el, have, name in zip(species, counts, count_names):
@@ -548,11 +553,7 @@ def build_fixed_core_cell(
             f"min_dist={min_dist} Å exceeds the nearest-neighbour distance a/2={a / 2:g} Å of the "
             "crystalline core; choose min_dist <= a/2"
         )
-    if 2 * rfix + min_dist > box:  # before enumerating sites (a huge rfix would enumerate a huge grid)
-        raise InputError(
-            f"rfix={rfix} Å is too large for box={box} Å: the core sphere must stay min_dist={min_dist} Å "
-            f"clear of its own periodic images (2*rfix + min_dist <= box, i.e. rfix <= {max_rfix(box, min_dist):.4f} Å)"
-        )
+    _check_fits(rfix, box, min_dist)  # before enumerating sites: a huge rfix would enumerate a huge grid
     # rocksalt sites as exact multiples of a/2 (the positions sro_rfix.in's lattice produces)
     offsets, same, _ = rocksalt_sites(a, rfix)
     core_symbols = np.where(same, center_el, other_el)
@@ -632,11 +633,7 @@ def build_crystal_core_cell(
     center = elements[0] if center is None else str(center)
     if center not in elements:
         raise InputError(f"center={center!r} must be one of elements={elements} (the element of the centre atom)")
-    if 2 * rfix + min_dist > box:  # before enumerating sites (a huge rfix would enumerate a huge grid)
-        raise InputError(
-            f"rfix={rfix} Å is too large for box={box} Å: the core sphere must stay min_dist={min_dist} Å "
-            f"clear of its own periodic images (2*rfix + min_dist <= box, i.e. rfix <= {max_rfix(box, min_dist):.4f} Å)"
-        )
+    _check_fits(rfix, box, min_dist)  # before enumerating sites: a huge rfix would enumerate a huge grid
     if crystal == "rocksalt":  # one placement, and the exact a/2 sites of build_fixed_core_cell
         if c is not None:
             raise InputError("c is only for hcp and wurtzite, not rocksalt")

@@ -33,7 +33,8 @@ from nlmd import au2mgo as M
 @click.option("--a", "a", type=float, default=M.MGO_A, show_default=True, help="MgO lattice constant (Å).")
 @click.option("--lateral", type=click.IntRange(min=1), default=M.LATERAL, show_default=True,
               help="Conventional cells along x and y (the slab is lateral·a square).")
-@click.option("--layers", type=click.IntRange(min=2), default=M.LAYERS, show_default=True, help="Atomic layers of the slab.")
+@click.option("--layers", type=click.IntRange(min=2), default=M.LAYERS, show_default=True,
+              help="Atomic layers of the slab.")
 @click.option("--dopant-layer", type=click.IntRange(min=1), default=M.DOPANT_LAYER, show_default=True,
               help="Layers below the top layer where Al replaces Mg (5: 10.5 Å below the surface).")
 @click.option("--vacuum", type=float, default=M.VACUUM, show_default=True, help="Empty space above the top layer (Å).")
@@ -41,7 +42,8 @@ from nlmd import au2mgo as M
 @click.option("--height", type=float, default=M.HEIGHT, show_default=True,
               help="Starting height of the (lower) Au above the surface (Å).")
 @click.option("--fmax", type=float, default=0.05, show_default=True, help="BFGS force criterion on Au (eV/Å).")
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Most BFGS steps per relaxation.")
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Most BFGS steps per relaxation.")
 @click.option("--scan", nargs=3, type=(float, float, int), default=(1.9, 3.0, 10), show_default=True,
               help="Force scan: START END POINTS of the lower Au – O distance (Å).")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")

@@ -3,8 +3,9 @@
 ``nlmd build sro-rfix --rfix 5.82 -o cell`` builds the fixed-core cell of :mod:`nlmd.structures` and
 writes ``cell.data`` (LAMMPS), ``cell.extxyz`` and ``cell.POSCAR`` (VASP, selective dynamics) plus the
 summary ``cell.json``. ``nlmd build fixed-core --crystal fcc --elements Sr --a 5.99 --box 17.29
---natoms 96 --rfix 6.0 -o cell`` does the same for any crystal (the paper's Sr metal here). With a recognised extension, ``-o`` writes that one format; ``--all`` writes the
-three formats beside it whatever the extension.
+--natoms 96 --rfix 6.0 -o cell`` does the same for any crystal (the paper's Sr metal here). With a
+recognised extension, ``-o`` writes that one format; ``--all`` writes the three formats beside it
+whatever the extension.
 """
 
 from __future__ import annotations
@@ -161,10 +162,12 @@ def _split_list(option: str, text: str) -> list[str]:
               help="ASE bulk crystal structure of the core: sc, fcc, bcc, hcp, diamond, rocksalt, "
                    "cesiumchloride, zincblende, wurtzite, fluorite.")
 @click.option("--elements", default="Sr", show_default=True,
-              help="Elements in ASE's formula order, comma-separated (e.g. Sr; Sr,O; Ga,As); also the LAMMPS type order.")
+              help="Elements in ASE's formula order, comma-separated (e.g. Sr; Sr,O; Ga,As); "
+                   "also the LAMMPS type order.")
 @click.option("--a", "a", type=float, default=5.99, show_default=True,
               help="Lattice constant a (Å) as ase.build.bulk takes it (the conventional cube for cubic crystals).")
-@click.option("--c", "c", type=float, default=None, help="Lattice constant c (Å) for hcp/wurtzite (default: ideal c/a).")
+@click.option("--c", "c", type=float, default=None,
+              help="Lattice constant c (Å) for hcp/wurtzite (default: ideal c/a).")
 @click.option("--box", type=float, default=17.29, show_default=True, help="Cubic cell edge (Å).")
 @click.option("--natoms", default="96", show_default=True,
               help="Total number of atoms of each element, comma-separated in --elements order.")
