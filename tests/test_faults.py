@@ -423,3 +423,30 @@ def test_unwritable_output_directory_is_named_not_a_temporary_file(tmp_path, mon
     res = CliRunner().invoke(main, [*args, "-o", str(ro / "x.h5")])
     assert res.exit_code == 1
     assert res.output == f"nlmd: error: -o {ro / 'x.h5'}: the directory {ro} is not writable\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# silent mistakes
+
+
+def test_run_refuses_a_variable_the_input_does_not_know(tmp_path):
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    inp = REPO / "lammps_inputs/sro_rfix.in"
+    out = tmp_path / "t.h5"
+    res = CliRunner().invoke(main, ["run", str(inp), "-o", str(out), "-v", "temprature", "300"])
+    assert res.exit_code == 1 and not out.exists()
+    assert res.output == (f"nlmd: error: -v temprature: {inp} neither defines nor uses a variable 'temprature'; "
+                          "did you mean -v temp?\n")
+
+
+def test_variables_of_an_input_and_of_its_literal_includes(tmp_path):
+    from nlmd.md import InputScript
+
+    (tmp_path / "part.in").write_text("print ${from_include}\n")
+    text = ('variable a index 1\nprint "${b} $c v_d"  # ${not_a_comment}\nif "$(is_defined(variable,e))" then &\n'
+            '  "variable f equal 2"\ninclude part.in\ninclude ${potential}/pair.lmp\nrun 1\n')
+    script = InputScript.parse(text, tmp_path / "in.x")
+    assert script.variable_names() == {"a", "b", "c", "d", "e", "f", "from_include", "potential"}

@@ -62,7 +62,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +245,51 @@ class InputScript:
         head = "\n".join(lines[: run.first_line - 1])
         tail = "\n".join(lines[run.last_line :])
         return cls(path=path, text=text, head=head, run=run, tail=tail)
+
+    def variable_names(self) -> set[str]:
+        """Names of the variables the input defines or uses (``variable NAME``, ``${NAME}``, ``$x``, ``v_NAME``,
+        ``is_defined(variable,NAME)``), in its own text and in files it includes by a literal path."""
+        return _variable_names(self.text, self.path.parent, set())
+
+
+_VARIABLE_PATTERNS = (
+    re.compile(r"\bvariable\s+([A-Za-z0-9_]+)"),
+    re.compile(r"\$\{([A-Za-z0-9_]+)\}"),
+    re.compile(r"\$([A-Za-z0-9_])"),
+    re.compile(r"\bv_([A-Za-z0-9_]+)"),
+    re.compile(r"is_defined\(\s*variable\s*,\s*([A-Za-z0-9_]+)"),
+)
+
+
+def _variable_names(text: str, here: Path, seen: set[Path]) -> set[str]:
+    names: set[str] = set()
+    for cmd in split_commands(text):
+        body = strip_comment(cmd.text)
+        for pattern in _VARIABLE_PATTERNS:
+            names.update(pattern.findall(body))
+        words = cmd.words
+        if cmd.name == "include" and len(words) > 1 and "$" not in words[1]:
+            for path in (Path(words[1]), here / words[1]):
+                if path.is_file() and path.resolve() not in seen:
+                    seen.add(path.resolve())
+                    try:
+                        names |= _variable_names(path.read_text(errors="replace"), path.parent, seen)
+                    except OSError:
+                        pass
+                    break
+    return names
+
+
+def check_variables(script: InputScript, names: Iterable[str]) -> None:
+    """Refuse ``-v NAME`` for a name the input neither defines nor uses (a typo would be silently ignored)."""
+    import difflib
+
+    known = script.variable_names() | {"every", "prefix"}  # the two nlmd run always passes
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+            hint = f"; did you mean -v {close[0]}?" if close else ""
+            raise InputError(f"-v {name}: {script.path} neither defines nor uses a variable '{name}'{hint}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1385,6 +1430,7 @@ def run_input(
     progress_stream=None,
     energies: bool = True,
     writer_thread: bool = True,
+    check_names: bool = True,
 ) -> dict[str, Any]:
     """Run a LAMMPS input in-process and stream its final run to an H5MD trajectory (``nlmd run``).
 
@@ -1395,7 +1441,8 @@ def run_input(
     and its dumps land beside the output. SIGINT/SIGTERM stop the run cleanly (see :func:`stop_on_signals`).
     ``energies=False`` writes frames without per-atom energies, potential energy and temperature (``nlmd run
     --no-energies``: LAMMPS then need not tally energies on every frame step). ``writer_thread`` writes the
-    file from a thread of its own (:class:`TrajectoryStream` with ``background=True``).
+    file from a thread of its own (:class:`TrajectoryStream` with ``background=True``). With ``check_names``,
+    a variable name the input neither defines nor uses is refused (:func:`check_variables`).
 
     Returns the summary (on every rank). Raises InputError / SimulationError; a run stopped by a signal
     returns normally with ``summary["status"] == "interrupted"`` and ``summary["exit_status"]`` 130/143.
@@ -1421,6 +1468,8 @@ def run_input(
         command = shlex.join(args)
 
     script = InputScript.read(input_path)
+    if check_names:
+        check_variables(script, [k for k in variables if k not in ("every", "prefix")])
     if output.is_dir():
         raise InputError(f"-o {output} is a directory; give a file name such as traj.h5")
     from nlmd.outputs import check_output
