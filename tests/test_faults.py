@@ -450,3 +450,19 @@ def test_variables_of_an_input_and_of_its_literal_includes(tmp_path):
             '  "variable f equal 2"\ninclude part.in\ninclude ${potential}/pair.lmp\nrun 1\n')
     script = InputScript.parse(text, tmp_path / "in.x")
     assert script.variable_names() == {"a", "b", "c", "d", "e", "f", "from_include", "potential"}
+
+
+def test_a_corrupt_manifest_stops_the_run(tmp_path):
+    import shutil
+
+    from nlmd.errors import InputError
+    from nlmd.md import run_input
+
+    pot = tmp_path / "pot"
+    shutil.copytree(REPO / "potentials/sro-rigid-ion", pot)
+    (pot / "manifest.json").write_text('{"elements": ["Sr", "O"], "units": ')
+    out = tmp_path / "t.h5"
+    with pytest.raises(InputError, match=rf"the potential directory {pot} is broken: {pot}/manifest.json: not valid JSON"):
+        run_input(REPO / "lammps_inputs/sro_rfix.in", out, variables={"potential": str(pot), "time": "0.002"},
+                  quiet=True, log=tmp_path / "t.log")
+    assert not out.exists()

@@ -893,8 +893,8 @@ class Run:
             return value, None
         try:
             return value, PotentialDirectory.load(value).manifest
-        except NlmdError:
-            return value, None
+        except NlmdError as exc:  # a run must not go on without recording its model
+            raise InputError(f"{self.script.path}: the potential directory {value} is broken: {exc}") from exc
 
     # ---------------------------------------------------------------------------------------------
     # an error on one of several ranks
@@ -1470,6 +1470,14 @@ def run_input(
     script = InputScript.read(input_path)
     if check_names:
         check_variables(script, [k for k in variables if k not in ("every", "prefix")])
+    pot = variables.get("potential")
+    if pot and (Path(pot) / "manifest.json").is_file():  # a broken manifest stops the run before it starts
+        from nlmd.potentials import PotentialDirectory
+
+        try:
+            PotentialDirectory.load(pot)
+        except NlmdError as exc:
+            raise InputError(f"{script.path}: the potential directory {pot} is broken: {exc}") from exc
     if output.is_dir():
         raise InputError(f"-o {output} is a directory; give a file name such as traj.h5")
     from nlmd.outputs import check_output
