@@ -466,3 +466,102 @@ def test_a_corrupt_manifest_stops_the_run(tmp_path):
         run_input(REPO / "lammps_inputs/sro_rfix.in", out, variables={"potential": str(pot), "time": "0.002"},
                   quiet=True, log=tmp_path / "t.log")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# VASP files ASE reads without a word: built here as VASP writes them (vasprun.xml 6.x layout)
+
+
+def vasprun_text(n_frames: int, *, incar: dict[str, str] | None = None, initial_flags: bool = True,
+                 final_flags: bool = True, seed: int = 0) -> str:
+    """A vasprun.xml of an NVT MD run of rocksalt SrO (8 atoms), atom 1 fixed by selective dynamics."""
+    from ase.build import bulk
+
+    atoms = bulk("SrO", "rocksalt", a=5.2, cubic=True)
+    rng = np.random.default_rng(seed)
+    symbols = atoms.get_chemical_symbols()
+    cell = atoms.cell.array
+    v = lambda row: "<v>" + " ".join(f"{x:16.8f}" for x in row) + " </v>"  # noqa: E731
+    flags = "\n".join(f"<v type=\"logical\"> {'F  F  F' if i == 0 else 'T  T  T'} </v>" for i in range(len(atoms)))
+
+    def structure(name: str | None, scaled, with_flags: bool) -> str:
+        attr = f' name="{name}"' if name else ""
+        sel = f'<varray name="selective" type="logical">\n{flags}\n</varray>' if with_flags else ""
+        return (f"<structure{attr}><crystal><varray name=\"basis\">{''.join(v(r) for r in cell)}</varray>"
+                f"<i name=\"volume\">{atoms.get_volume():.6f}</i></crystal>"
+                f"<varray name=\"positions\">{''.join(v(r) for r in scaled)}</varray>{sel}</structure>")
+
+    params = {"IBRION": "0", "POTIM": "2.0", **(incar or {})}
+    incar_xml = "".join(f'<i name="{k}">{val}</i>' for k, val in params.items())
+    parts = [
+        '<?xml version="1.0" encoding="ISO-8859-1"?>\n<modeling>',
+        '<generator><i name="program" type="string">vasp </i><i name="version" type="string">6.4.2 </i></generator>',
+        f"<incar>{incar_xml}</incar>",
+        '<kpoints><generation param="Gamma"><v type="int" name="divisions"> 1 1 1 </v></generation>'
+        '<varray name="kpointlist"><v> 0 0 0 </v></varray><varray name="weights"><v> 1 </v></varray></kpoints>',
+        f'<parameters><separator name="ionic"><i type="int" name="IBRION"> 0</i><i name="POTIM"> 2.0</i>'
+        f'</separator></parameters>',
+        '<atominfo><atoms>8</atoms><types>2</types><array name="atoms"><dimension dim="1">ion</dimension>'
+        '<field type="string">element</field><field type="int">atomtype</field><set>'
+        + "".join(f"<rc><c>{s:2s}</c><c>{1 if s == 'Sr' else 2}</c></rc>" for s in symbols)
+        + "</set></array></atominfo>",
+        structure("initialpos", atoms.get_scaled_positions(), initial_flags),
+    ]
+    for k in range(n_frames):
+        scaled = atoms.get_scaled_positions() + rng.normal(scale=0.005, size=(len(atoms), 3))
+        forces = rng.normal(size=(len(atoms), 3))
+        e = -40.0 - 0.1 * k
+        parts.append(
+            "<calculation>" + structure(None, scaled, False)
+            + f"<varray name=\"forces\">{''.join(v(r) for r in forces)}</varray>"
+            + f'<scstep><energy><i name="e_fr_energy">{e:.8f}</i><i name="e_0_energy">{e + 0.01:.8f}</i></energy></scstep>'
+            + f'<energy><i name="e_fr_energy">{e:.8f}</i><i name="e_wo_entrp">{e:.8f}</i>'
+            + f'<i name="e_0_energy">{e + 0.01:.8f}</i></energy></calculation>'
+        )
+    parts.append(structure("finalpos", atoms.get_scaled_positions(), final_flags))
+    parts.append("</modeling>\n")
+    return "\n".join(parts)
+
+
+def test_a_complete_vasprun_imports_every_frame(tmp_path):
+    from nlmd.importers import import_files
+
+    src = tmp_path / "vasprun.xml"
+    src.write_text(vasprun_text(3))
+    result = import_files([src], tmp_path / "v.h5", dt_fs=2.0)
+    assert result.n_frames == 3 and result.fixed_core is not None and list(result.fixed_core.core_ids) == [1]
+
+
+def test_a_truncated_vasprun_is_refused(tmp_path):
+    from nlmd.errors import InputError
+    from nlmd.importers import import_files
+
+    text = vasprun_text(3)
+    cut = text.index("<calculation>", text.index("<calculation>", text.index("<calculation>") + 1) + 1) + 300
+    src = tmp_path / "vasprun.xml"
+    src.write_text(text[:cut])  # VASP killed while writing the third frame
+    out = tmp_path / "v.h5"
+    with pytest.raises(InputError, match=r"vasprun.xml: the XML ends early .*only its 2 complete frames"):
+        import_files([src], out)
+    assert not out.exists()
+
+
+def test_a_machine_learning_vasp_run_is_refused(tmp_path):
+    from nlmd.errors import InputError
+    from nlmd.importers import import_files
+
+    src = tmp_path / "vasprun.xml"
+    src.write_text(vasprun_text(3, incar={"ML_LMLFF": "T", "ML_MODE": "train"}))
+    with pytest.raises(InputError, match="a VASP machine-learning run .* cannot give them steps or times"):
+        import_files([src], tmp_path / "v.h5")
+
+
+def test_selective_dynamics_only_in_the_final_structure(tmp_path):
+    from nlmd.importers import import_files
+
+    src = tmp_path / "vasprun.xml"
+    src.write_text(vasprun_text(2, initial_flags=False, final_flags=True))
+    result = import_files([src], tmp_path / "v.h5", dt_fs=2.0)
+    assert result.fixed_core is not None and list(result.fixed_core.core_ids) == [1]
+    with TrajectoryReader(tmp_path / "v.h5") as r:
+        assert list(r.fixed_core.core_ids) == [1]

@@ -1,7 +1,9 @@
 """DFT outputs -> nlmd trajectory file: the engine of ``nlmd import``.
 
 Every format is read through :func:`ase.io.read` (nlmd has no parsers of its own); the frames become
-:class:`nlmd.h5md.Frame` objects written by :class:`nlmd.h5md.TrajectoryWriter`.
+:class:`nlmd.h5md.Frame` objects written by :class:`nlmd.h5md.TrajectoryWriter`. A vasprun.xml is also
+scanned once for what ASE passes over in silence (a truncated file, a machine-learning run, selective
+dynamics given only in the final structure block): see :func:`_vasprun_facts`.
 
 Conventions (also in docs/trajectory-file.md):
 
@@ -125,6 +127,58 @@ def detect_format(path: Path, format: str | None = None) -> str:
     return format
 
 
+def _vasprun_facts(path: Path) -> dict[str, Any]:
+    """What ASE's vasprun.xml reader passes over in silence, read in one pass of the XML (no physics):
+
+    ``truncated`` (the parser's message, or None): ASE then returns the complete frames and says nothing;
+    ``ml``: a VASP machine-learning run (``ML_LMLFF``), whose file holds the ab-initio steps only, with no
+    MD step numbers, so frame index x POTIM is not their time; ``fixed``: the 0-based atoms with
+    selective dynamics ``F F F`` in the last structure block that has flags (ASE reads the initial one).
+    """
+    import xml.etree.ElementTree as ET
+
+    facts: dict[str, Any] = {"truncated": None, "ml": False, "fixed": None}
+    try:
+        for _, elem in ET.iterparse(path, events=("end",)):
+            if elem.tag in ("i", "v") and elem.attrib.get("name", "").upper() in ("ML_LMLFF", "ML_MODE"):
+                value = (elem.text or "").strip().upper()
+                if value not in ("", "F", ".FALSE.", "FALSE", "NONE"):
+                    facts["ml"] = True
+            elif elem.tag == "structure":
+                flags = elem.findall("varray[@name='selective']/v")
+                if flags:
+                    facts["fixed"] = [i for i, v in enumerate(flags) if (v.text or "").split() == ["F", "F", "F"]]
+            elif elem.tag == "calculation":
+                elem.clear()  # frames can be many: keep memory flat
+    except ET.ParseError as exc:
+        facts["truncated"] = str(exc)
+    return facts
+
+
+def _check_vasprun(path: Path, images: list) -> None:
+    """Refuse a truncated or machine-learning vasprun.xml; apply selective dynamics ASE missed."""
+    from ase.constraints import FixAtoms
+
+    facts = _vasprun_facts(path)
+    if facts["truncated"] is not None:
+        raise InputError(
+            f"{path}: the XML ends early ({facts['truncated']}): VASP was stopped or is still writing it, and "
+            f"ASE would silently return only its {len(images)} complete frames; import a finished file, or "
+            "close the last <calculation> yourself"
+        )
+    if facts["ml"]:
+        raise InputError(
+            f"{path}: a VASP machine-learning run (ML_LMLFF): vasprun.xml holds only its ab-initio steps, "
+            "without their MD step numbers, so nlmd import cannot give them steps or times (frame index x "
+            "POTIM would be wrong); import a run without ML_LMLFF, or the frames as a file that carries steps"
+        )
+    fixed = facts["fixed"]
+    if fixed:
+        for atoms in images:
+            if _fixed_indices(atoms).size == 0:
+                atoms.set_constraint([*atoms.constraints, FixAtoms(indices=fixed)])
+
+
 def read_frames(path: Path, format: str, index: str | int | slice = ":") -> tuple[list, list[int], int]:
     """Read ``path`` with :func:`ase.io.read` and select frames with an ASE index.
 
@@ -140,6 +194,8 @@ def read_frames(path: Path, format: str, index: str | int | slice = ":") -> tupl
         raise InputError(f"{path}: frame 0: ASE cannot read it as {format} ({type(exc).__name__}: {exc})") from exc
     if not isinstance(images, list):
         images = [images]
+    if format == "vasp-xml":
+        _check_vasprun(path, images)
     n_total = len(images)
     sel = string2index(index) if isinstance(index, str) else index
     positions = list(range(n_total))
