@@ -119,8 +119,9 @@ def test_run_writes_the_layout_of_h5md_md(rfix_run):
         assert list(root["position/step"][:4]) == [0, 5, 10, 15]
         assert np.allclose(root["position/time"][:4], [0.0, 0.005, 0.010, 0.015])
         obs = f["observables/trajectory"]
-        assert set(obs) == {"potential_energy", "temperature", "f_center"}
+        assert set(obs) == {"potential_energy", "temperature", "f_center", "stress"}
         assert obs["temperature/value"].attrs["unit"] == "K" and obs["potential_energy/value"].shape == (21,)
+        assert obs["stress/value"].shape == (21, 6) and obs["stress/value"].attrs["unit"] == "eV Angstrom-3"
         p = f["parameters"]
         assert p.attrs["units"] == "metal" and p.attrs["source"] == "lammps"
         assert p.attrs["command"] == "nlmd run test"

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_center_force", "plot_parity", "plot_error_histogram", "plot_rfix"]
+__all__ = ["plot_center_force", "plot_parity", "plot_error_histogram", "plot_rfix", "plot_rfix_models",
+           "plot_center_force_models"]
 
 _DPI = 120
 _MODEL, _REF, _ERR = "tab:blue", "black", "tab:red"
@@ -156,4 +157,80 @@ def plot_rfix(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Pat
     ax.set_ylabel("force (eV/Å)")
     ax.set_ylim(bottom=0)
     ax.legend(frameon=False, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_rfix_models(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], cells: Sequence[str]) -> Path:
+    """Fig. 5c for several models: centre-force RMSE (solid) and RMS |F_center| (dashed) against R_fix.
+
+    ``rows`` are the table rows of :func:`nlmd.experiments.sro_rfix.run_experiment` (model, cell, rfix,
+    center_rmse, center_rms_model, center_rms_ref, force_reach_A); one panel per cell, the reference's RMS
+    in black, each model's force reach 2·L·r_c marked where it falls inside the panel's R_fix range.
+    """
+    import matplotlib
+
+    cells = [c for c in cells if any(r["cell"] == c for r in rows)] or ["-"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * len(cells), 3.9), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(cells), squeeze=False)
+    models = sorted({r["model"] for r in rows}, key=lambda m: min((r["layers"] or 99) for r in rows if r["model"] == m))
+    colors = {m: matplotlib.colormaps["tab10"](i) for i, m in enumerate(models)}
+    for ax, cell in zip(axes[0], cells):
+        sel = [r for r in rows if r["cell"] == cell]
+        if not sel:
+            continue
+        ref = {}
+        for r in sel:
+            ref.setdefault(r["rfix"], []).append(r["center_rms_ref"])
+        xr = np.array(sorted(ref))
+        ax.plot(xr, [np.mean(ref[x]) for x in xr], "s-", color=_REF, mfc="none", label=r"RMS $|F_\mathrm{center}|$ reference")
+        for m in models:
+            mr = sorted((r for r in sel if r["model"] == m), key=lambda r: r["rfix"])
+            if not mr:
+                continue
+            x = np.array([r["rfix"] for r in mr])
+            ax.plot(x, [r["center_rmse"] for r in mr], "o-", color=colors[m], label=f"{m}: RMSE")
+            ax.plot(x, [r["center_rms_model"] for r in mr], "^--", color=colors[m], mfc="none", lw=0.9,
+                    label=f"{m}: RMS $|F_\\mathrm{{center}}|$")
+            reach = mr[0].get("force_reach_A")
+            if reach is not None and x.min() <= reach <= x.max():
+                ax.axvline(reach, color=colors[m], ls=":", lw=1.0)
+                ax.text(reach, ax.get_ylim()[1] * 0.02, f" 2L·r$_c$ = {reach:.0f} Å", color=colors[m], fontsize=7,
+                        rotation=90, va="bottom")
+        box = sel[0].get("box")
+        ax.set_title(f"{cell} cell" + (f" ({box:.2f} Å)" if box else ""), fontsize=10)
+        ax.set_xlabel(r"$R_\mathrm{fix}$ (Å)")
+        ax.set_ylabel("force on the centre atom (eV/Å)")
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend(frameon=False, fontsize=7)
+    return _save(fig, path)
+
+
+def plot_center_force_models(path: str | os.PathLike, series: Mapping[str, Mapping[str, Any]], *,
+                             rfix: float, component: int = 0) -> Path:
+    """Fig. 5b for several models: one component of F_center against the step, reference and models.
+
+    ``series[name]`` holds ``steps``, ``fm`` (model, (T,3)) and ``fr`` (reference, (T,3)) on common steps.
+    """
+    import matplotlib
+
+    fig, (top, bottom) = _figure(6.4, 4.4, rows=2, sharex=True, height_ratios=[2, 1])
+    axis = "xyz"[component]
+    longest = max(series.values(), key=lambda s: len(s["steps"]))
+    top.plot(np.asarray(longest["steps"]) * 1e-3, np.asarray(longest["fr"])[:, component], "-", color=_REF, lw=1.4,
+             label="reference")
+    for i, (name, s) in enumerate(sorted(series.items())):
+        c = matplotlib.colormaps["tab10"](i)
+        t = np.asarray(s["steps"]) * 1e-3
+        top.plot(t, np.asarray(s["fm"])[:, component], "-", color=c, lw=0.9, label=name)
+        bottom.plot(t, np.linalg.norm(np.asarray(s["fm"]) - np.asarray(s["fr"]), axis=1), "-", color=c, lw=0.8)
+    top.set_ylabel(f"$F_{{\\mathrm{{center}},{axis}}}$ (eV/Å)")
+    top.set_title(f"force on the centre atom, $R_\\mathrm{{fix}}$ = {rfix:.2f} Å", fontsize=10)
+    top.legend(frameon=False, fontsize=7, ncol=2)
+    bottom.set_ylabel(r"$|F_\mathrm{model}-F_\mathrm{ref}|$", fontsize=9)
+    bottom.set_xlabel("time (ps; steps of 1 fs)")
+    bottom.set_ylim(bottom=0)
     return _save(fig, path)

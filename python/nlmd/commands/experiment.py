@@ -42,3 +42,52 @@ def sro_train(budget: str, layers: tuple[int, ...], output: Path, ship_to: Path 
     cmd = shlex.join(["nlmd", "experiment", *sys.argv[sys.argv.index("sro-train"):]]) if "sro-train" in sys.argv \
         else None
     train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=cmd)
+
+
+@command.command(name="sro-rfix")
+@click.option("--budget", type=click.Choice(["demo", "full", "tiny"]), default="demo", show_default=True,
+              help="demo: the paper's three R_fix, 1 ps each (minutes); full: five R_fix in the paper's cell for 6 ps "
+                   "and four around 2·r_c = 10 A in a 24 A cell (about an hour on 2 cores); tiny: a test budget.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory: trajectories per cell and R_fix, results.json, fig5c.png, fig5b.png.")
+@click.option("--model", "extra", multiple=True, metavar="NAME=DIR",
+              help="A potential directory to compare as NAME (repeatable), besides the shipped models.")
+@click.option("--shipped/--no-shipped", default=True, show_default=True,
+              help="Compare the models trained by nlmd's recipe (potentials/trained/, deployed on first use).")
+@click.option("--sevennet0/--no-sevennet0", default=True, show_default=True,
+              help="Also compare SevenNet-0 (potentials/7net-0, made by the setup), on every 100th step of the "
+                   "paper's cell (it costs about a second per frame).")
+@click.option("--seed", "seeds", type=click.IntRange(min=1), multiple=True,
+              help="Seeds of the reference runs (repeatable) [default: 1].")
+@click.option("--reference", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="The reference potential directory [default: potentials/sro-rigid-ion].")
+def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, sevennet0: bool,
+             seeds: tuple[int, ...], reference: Path | None) -> None:
+    """Fig. 5 of the paper against an exact reference: reference MD at 4000 K per R_fix, every model rescored on
+    exactly those frames, compared; prints the table and writes results.json and the figures."""
+    from dataclasses import replace
+
+    from nlmd.errors import InputError
+    from nlmd.experiments import sro_rfix as X
+
+    chosen = X.BUDGETS[budget]
+    if seeds:
+        chosen = replace(chosen, seeds=tuple(seeds))
+    models = X.shipped_models(echo=click.echo) if shipped else []
+    for spec in extra:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--model {spec!r}: expected NAME=DIR, e.g. --model mine=potentials/mine")
+        models.append(X.Model.from_directory(name, path))
+    seven = X.REPO / "potentials/7net-0"
+    if sevennet0 and chosen.sevennet0_cells:
+        if not (seven / "manifest.json").is_file():
+            raise InputError(f"{seven}: SevenNet-0 is not deployed (run `bash .ci/setup` or `nlmd deploy 7net-0`), "
+                             "or pass --no-sevennet0")
+        models.append(X.Model.from_directory("7net-0", seven, every=chosen.sevennet0_every,
+                                             cells=chosen.sevennet0_cells))
+    kwargs = {} if reference is None else {"reference": reference}
+    cmd = shlex.join(["nlmd", "experiment", *sys.argv[sys.argv.index("sro-rfix"):]]) if "sro-rfix" in sys.argv else None
+    results = X.run_experiment(output, models, chosen, echo=click.echo, command=cmd, **kwargs)
+    click.echo(X.format_table(results))
+    click.echo(f"results: {output / 'results.json'}; figures: {', '.join(results['figures'].values())}")

@@ -179,9 +179,9 @@ def start_training(recipe: Recipe, layers: int, data_dir: Path, workdir: Path,
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "sevenn.yaml").write_text(sevenn_input(recipe, layers, data_dir))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log = open(workdir / "sevenn.out", "w")
-    return subprocess.Popen([sevenn_executable(), "sevenn.yaml", "-w", "."], cwd=workdir, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    with open(workdir / "sevenn.out", "w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sevenn_executable(), "sevenn.yaml", "-w", "."], cwd=workdir, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def learning_curve(workdir: Path) -> list[dict[str, float]]:
