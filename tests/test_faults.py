@@ -565,3 +565,73 @@ def test_selective_dynamics_only_in_the_final_structure(tmp_path):
     assert result.fixed_core is not None and list(result.fixed_core.core_ids) == [1]
     with TrajectoryReader(tmp_path / "v.h5") as r:
         assert list(r.fixed_core.core_ids) == [1]
+
+
+# --------------------------------------------------------------------------------------------------
+# other writers' files, other readers
+
+
+def test_scalar_step_and_time_of_h5md_11_are_read(tmp_path):
+    """H5MD 1.1 lets step and time be a fixed interval (scalar datasets, znh5md writes them so)."""
+    import h5py
+
+    path = sro_frames(tmp_path / "f.h5", 4)
+    with h5py.File(path, "r+") as f:
+        pos = f["particles/trajectory/position"]
+        for name in ("step", "time"):
+            for group in list(f["particles/trajectory"].values()) + list(f["observables/trajectory"].values()
+                                                                          if "observables" in f else []):
+                if isinstance(group, h5py.Group) and name in group:
+                    del group[name]
+        pos["step"] = np.int64(5)
+        pos["step"].attrs["offset"] = np.int64(100)
+        pos["time"] = 0.005
+    with TrajectoryReader(path) as r:
+        assert r.n_frames == 4
+        assert list(r.steps) == [100, 105, 110, 115]
+        np.testing.assert_allclose(r.times, [0.0, 0.005, 0.01, 0.015])
+        assert r.frame(2).step == 110
+
+
+def test_mdanalysis_gets_the_files_dt_and_right_periodic_distances(tmp_path):
+    from ase.build import bulk
+    from ase.geometry import get_distances
+    from MDAnalysis.lib.distances import distance_array
+    from nlmd.h5md import Frame, TrajectoryWriter, open_mdanalysis
+
+    # a triclinic cell as VASP would hand it over: rotated, rows not lower-triangular
+    atoms = bulk("SrO", "rocksalt", a=5.2).repeat((2, 2, 2))
+    rot, _ = np.linalg.qr(np.random.default_rng(7).normal(size=(3, 3)))  # a random orthogonal matrix ...
+    rot *= np.sign(np.linalg.det(rot))  # ... turned proper
+    cell = atoms.cell.array @ rot
+    rng = np.random.default_rng(1)
+    frac = atoms.get_scaled_positions() + rng.normal(scale=0.02, size=(len(atoms), 3))
+    pos = frac @ cell
+    forces = rng.normal(size=(len(atoms), 3))
+    path = tmp_path / "v.h5"
+    ids = np.arange(1, len(atoms) + 1)
+    with TrajectoryWriter(path) as w:
+        for i in range(3):
+            w.write(Frame(step=2 * i, time=0.004 * i, box=cell, ids=ids, species=atoms.numbers, positions=pos,
+                          forces=forces))
+    u = open_mdanalysis(path, convert_units=False)
+    assert u.trajectory.dt == pytest.approx(0.004)
+    u.trajectory[1]
+    _, expected = get_distances(pos[:5], pos, cell=cell, pbc=True)
+    got = distance_array(u.atoms.positions[:5], u.atoms.positions, box=u.dimensions)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    # forces turn with the positions: |F| and F . r_ij are those of the file
+    np.testing.assert_allclose(np.linalg.norm(u.atoms.forces, axis=1), np.linalg.norm(forces, axis=1), rtol=1e-5)
+    d_file = pos[1] - pos[0]
+    d_mda = u.atoms.positions[1] - u.atoms.positions[0]
+    np.testing.assert_allclose(forces[0] @ d_file, u.atoms.forces[0] @ d_mda, rtol=1e-4, atol=1e-5)
+
+
+def test_author_email_is_written(tmp_path, monkeypatch):
+    import h5py
+
+    monkeypatch.setenv("NLMD_AUTHOR_EMAIL", "someone@example.org")
+    path = sro_frames(tmp_path / "f.h5", 1)
+    with h5py.File(path, "r") as f:
+        assert f["h5md/author"].attrs["email"] == "someone@example.org"
+        assert f["h5md/creator"].attrs["name"] == "nlmd"

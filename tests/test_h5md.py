@@ -461,18 +461,26 @@ def test_mdanalysis_reads_the_file(tmp_path):
     assert len(u.atoms) == N and len(u.trajectory) == 4
     assert list(u.atoms.elements[:2]) == ["Sr", "O"]
     np.testing.assert_array_equal(u.atoms.ids, frames[0].ids)
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
     for ts, frame in zip(u.trajectory, frames):
-        np.testing.assert_allclose(ts.positions, frame.positions, rtol=1e-6, atol=1e-6)  # float32
-        np.testing.assert_allclose(ts.forces, frame.forces, rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(ts.velocities, frame.velocities, rtol=1e-6, atol=1e-6)
+        # MDAnalysis holds the cell as lengths and angles (a along x, b in xy): the frame comes rotated into
+        # that cell by the rotation q with box @ q = MDAnalysis's cell (identity for the first, diagonal box)
+        q = np.linalg.solve(frame.box, triclinic_vectors(ts.dimensions))
+        np.testing.assert_allclose(q @ q.T, np.eye(3), atol=1e-5)
+        np.testing.assert_allclose(ts.positions, frame.positions @ q, rtol=1e-5, atol=1e-5)  # float32
+        np.testing.assert_allclose(ts.forces, frame.forces @ q, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ts.velocities, frame.velocities @ q, rtol=1e-5, atol=1e-5)
         assert ts.time == pytest.approx(frame.time)
+    np.testing.assert_allclose(u.trajectory[0].positions, frames[0].positions, rtol=1e-6, atol=1e-6)
     u.trajectory.close()
     # with MDAnalysis's unit conversion: forces in kJ/(mol Angstrom)
     u = h5md.open_mdanalysis(path)
     u.trajectory[2]
     factor = units.get_conversion_factor("force", "eV/Angstrom", "kJ/(mol*Angstrom)")
     assert factor == pytest.approx(96.485, rel=1e-4)
-    np.testing.assert_allclose(u.trajectory.ts.forces, frames[2].forces * factor, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(u.trajectory.ts.forces, axis=1),
+                               np.linalg.norm(frames[2].forces, axis=1) * factor, rtol=1e-5, atol=1e-4)
     u.trajectory.close()
 
 

@@ -321,7 +321,11 @@ class TrajectoryWriter:
                 author = getpass.getuser()
             except Exception:  # noqa: BLE001 - no user name in some containers
                 author = "unknown"
-        h5.create_group("author").attrs["name"] = str(author)
+        author_group = h5.create_group("author")
+        author_group.attrs["name"] = str(author)
+        # optional in H5MD, but readers such as znh5md expect it (they drop author and creator without it):
+        # NLMD_AUTHOR_EMAIL, else empty (unknown)
+        author_group.attrs["email"] = os.environ.get("NLMD_AUTHOR_EMAIL", "")
         creator = h5.create_group("creator")
         creator.attrs["name"] = "nlmd"
         creator.attrs["version"] = __version__
@@ -652,6 +656,14 @@ def _cap_metadata_cache(f: h5py.File, nbytes: int) -> None:
     fid.set_mdc_config(cfg)
 
 
+def _interval_series(ds: h5py.Dataset, t: int, dtype) -> np.ndarray:
+    """The first ``t`` values of a step or time dataset: an array, or a scalar interval (H5MD 1.1)."""
+    if ds.ndim == 0:
+        offset = ds.attrs.get("offset", 0)
+        return (np.asarray(offset, dtype=dtype) + np.arange(t, dtype=dtype) * np.asarray(ds[()], dtype=dtype))
+    return np.asarray(ds[:t], dtype=dtype)
+
+
 class TrajectoryReader:
     """Read an H5MD trajectory file written by :class:`TrajectoryWriter` (or any file of the layout).
 
@@ -742,17 +754,19 @@ class TrajectoryReader:
                 elif isinstance(grp, h5py.Dataset):  # H5MD allows a bare time-independent dataset
                     continue
 
-        lengths = [self._step_ds.shape[0], self._time_ds.shape[0]]
+        # H5MD 1.1 also allows a fixed interval: scalar step/time (frame i at offset + i * value; znh5md
+        # writes them so)
+        lengths = [ds.shape[0] for ds in (self._step_ds, self._time_ds) if ds.ndim == 1]
         lengths += [ds.shape[0] for ds in self._values.values()]
         lengths += [ds.shape[0] for ds in self._obs.values()]
         t = min(lengths)
-        steps = np.asarray(self._step_ds[:t], dtype=np.int64)
+        steps = _interval_series(self._step_ds, t, np.int64)
         while t > 0 and steps[t - 1] == STEP_FILL:  # torn by a crash: step extent on disk, data not
             t -= 1
         self.n_frames: int = int(t)
         self.n_atoms: int = int(n)
         self.steps: np.ndarray = steps[:t]
-        self.times: np.ndarray = np.asarray(self._time_ds[:t], dtype=np.float64)
+        self.times: np.ndarray = _interval_series(self._time_ds, t, np.float64)
 
         if t > 0:
             self.ids: np.ndarray = np.asarray(self._values["id"][0], dtype=np.int64)
@@ -1000,6 +1014,12 @@ def open_mdanalysis(path: str | os.PathLike, *, convert_units: bool = True, **kw
     with MDAnalysis's H5MD reader. With ``convert_units=True`` (MDAnalysis's default) forces come in
     MDAnalysis base units, kJ/(mol Angstrom); pass ``convert_units=False`` to keep eV/Angstrom.
     Extra keyword arguments go to the H5MD reader.
+
+    The reader is given the file's time between frames as ``dt`` (MDAnalysis would assume 1 ps).
+    MDAnalysis keeps only the lengths and angles of a cell and rebuilds it with a along x and b in the
+    xy plane (rows lower-triangular); a frame whose cell is oriented otherwise (an imported VASP cell,
+    say) has its positions, velocities and forces rotated with it on the fly, so that periodic distances
+    stay right. A left-handed cell cannot be rotated so: it is refused.
     """
     import MDAnalysis as mda
     from ase.data import chemical_symbols
@@ -1007,10 +1027,50 @@ def open_mdanalysis(path: str | os.PathLike, *, convert_units: bool = True, **kw
     register_mdanalysis_units()
     with TrajectoryReader(path) as r:
         n, ids, species = r.n_atoms, r.ids, r.species
+        times = r.times
+        boxes = r.read("box")
     u = mda.Universe.empty(n, trajectory=False)
     symbols = np.array([chemical_symbols[int(z)] for z in species], dtype=object)
     u.add_TopologyAttr("elements", symbols)
     u.add_TopologyAttr("types", symbols)
     u.add_TopologyAttr("ids", ids)
+    steps = np.diff(times)
+    if steps.size and np.all(np.isfinite(steps)) and np.all(steps > 0):
+        kwargs.setdefault("dt", float(np.median(steps)))
+    rotations = _canonical_rotations(Path(path), boxes)
     u.load_new(str(path), format="H5MD", convert_units=convert_units, **kwargs)
+    if rotations is not None:
+        u.trajectory.add_transformations(_Rotate(rotations))
     return u
+
+
+def _canonical_rotations(path: Path, boxes: np.ndarray) -> np.ndarray | None:
+    """Per frame, the rotation Q with ``box @ Q`` lower-triangular with a positive diagonal (MDAnalysis's
+    orientation of a cell); None when every cell is already so."""
+    upper = np.abs(boxes[:, [0, 0, 1], [1, 2, 2]])
+    if boxes.shape[0] == 0 or np.all(upper <= 1e-12 * np.abs(boxes).max()):
+        return None
+    rotations = np.empty_like(boxes)
+    for i, box in enumerate(boxes):
+        if np.linalg.det(box) <= 0:
+            raise InputError(f"{path}: frame {i}: the cell is left-handed (or flat); MDAnalysis cannot hold it")
+        q, r = np.linalg.qr(box.T)  # box = r.T @ q.T, so box @ q = r.T (lower-triangular)
+        rotations[i] = q * np.sign(np.diag(r))  # flip columns so that the diagonal is positive
+    return rotations
+
+
+class _Rotate:
+    """MDAnalysis transformation: rotate positions, velocities and forces of frame i by ``rotations[i]``."""
+
+    def __init__(self, rotations: np.ndarray) -> None:
+        self.rotations = rotations
+        self.parallelizable = True
+
+    def __call__(self, ts):
+        q = self.rotations[ts.frame]
+        ts.positions = ts.positions @ q
+        if ts.has_velocities:
+            ts.velocities = ts.velocities @ q
+        if ts.has_forces:
+            ts.forces = ts.forces @ q
+        return ts
