@@ -100,6 +100,8 @@ def test_sweep_gives_exactly_zero_centre_force_beyond_the_force_reach(tmp_path, 
     assert inside["center_rmse"] == rep["center"]["force_rmse"]
     assert inside["mobile_rmse"] == rep["mobile"]["force_rmse"]
     assert -1.0 <= inside["center_correlation"] <= 1.0
+    assert 0.0 < inside["mobile_rms_ref"] and 0.0 < inside["mobile_rms_model"]
+    assert inside["mobile_rmse_over_rms_ref"] == pytest.approx(inside["mobile_rmse"] / inside["mobile_rms_ref"])
     for key in ("fig5c", "fig5b"):
         assert (tmp_path / "run" / f"{key}.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "run/results.json").read_text())

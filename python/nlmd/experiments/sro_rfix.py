@@ -222,24 +222,42 @@ def _evaluate(model_file: Path, ref_file: Path, center_id: int) -> dict[str, Any
         "center_correlation": _pearson(fm, fr),
         "center_max_model": float(np.max(np.linalg.norm(fm, axis=1))) if fm.size else None,
         "mobile_rmse": rep["mobile"]["force_rmse"],
-        "mobile_rms_ref": _rms_mobile(ref_file),
+        **_mobile_stats(model_file, ref_file),
         "all_rmse": rep["all"]["force_rmse"],
         "_steps": common, "_fm": fm, "_fr": fr,
     }
 
 
-def _rms_mobile(ref_file: Path) -> float:
-    """RMS of a force component over the mobile atoms and frames of the reference (the scale of their errors)."""
+def _mobile_stats(model_file: Path, ref_file: Path) -> dict[str, float | None]:
+    """RMS force component of the mobile atoms (reference, model), their ratio of RMSE to it and the correlation,
+    over the frames the two files share (by step)."""
     from nlmd.h5md import TrajectoryReader
 
-    with TrajectoryReader(ref_file) as r:
+    with TrajectoryReader(model_file) as m, TrajectoryReader(ref_file) as r:
         mobile = ~np.isin(r.ids, r.fixed_core.core_ids)
-        total, count = 0.0, 0
-        for i in range(r.n_frames):
-            f = r.read("force", i, i + 1)[0][mobile]
-            total += float((f**2).sum())
-            count += f.size
-    return math.sqrt(total / count)
+        _, im, ir = np.intersect1d(m.steps, r.steps, return_indices=True)
+        n = 0
+        s_r = s_m = s_rr = s_mm = s_rm = s_dd = 0.0
+        for i, j in zip(im, ir):
+            fm = m.read("force", int(i), int(i) + 1)[0][mobile].ravel()
+            fr = r.read("force", int(j), int(j) + 1)[0][mobile].ravel()
+            n += fr.size
+            s_r += fr.sum(); s_m += fm.sum()
+            s_rr += fr @ fr; s_mm += fm @ fm; s_rm += fr @ fm
+            d = fm - fr
+            s_dd += d @ d
+    if n == 0:
+        return {"mobile_rms_ref": None, "mobile_rms_model": None, "mobile_rmse_over_rms_ref": None,
+                "mobile_correlation": None}
+    rms_ref, rms_model = math.sqrt(s_rr / n), math.sqrt(s_mm / n)
+    cov = s_rm / n - (s_r / n) * (s_m / n)
+    var_r, var_m = s_rr / n - (s_r / n) ** 2, s_mm / n - (s_m / n) ** 2
+    return {
+        "mobile_rms_ref": rms_ref,
+        "mobile_rms_model": rms_model,
+        "mobile_rmse_over_rms_ref": math.sqrt(s_dd / n) / rms_ref if rms_ref > 0 else None,
+        "mobile_correlation": cov / math.sqrt(var_r * var_m) if var_r > 0 and var_m > 0 else None,
+    }
 
 
 def _start_temperature(ref_file: Path, temp: float, window: float = 0.5) -> dict[str, float]:
@@ -284,7 +302,8 @@ def run_experiment(
                 ref = d / "ref.h5"
                 settings = {"rfix": rfix, "seed": seed, "box": cell.box, "per_element": cell.per_element,
                             "time_ps": cell.time_ps, "every": cell.every, "minsteps": budget.minsteps,
-                            "eqtime": budget.eqtime, "temp": temp, "reference": str(reference)}
+                            "eqtime": budget.eqtime, "temp": temp, "reference": str(reference),
+                            "input_sha256": _sha(INPUT)}
                 stamp = d / "ref.settings.json"
                 if not (ref.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings):
                     t0 = time.perf_counter()
@@ -387,7 +406,7 @@ def _law(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def format_table(results: Mapping[str, Any]) -> str:
     """The Fig. 5c table as text: one line per model and R_fix."""
     head = (f"{'cell':<6} {'R_fix':>6} {'model':>12} {'reach':>6} {'frames':>6} {'RMS ref':>8} {'RMS mod':>8} "
-            f"{'RMSE':>7} {'RMSE/RMS':>8} {'corr':>6} {'mob.RMSE':>8} {'mob.RMS':>8}")
+            f"{'RMSE':>7} {'RMSE/RMS':>8} {'corr':>6} {'mob.RMSE':>8} {'mob.RMS':>8} {'mob.r':>6}")
     lines = ["centre-atom force on frames of reference MD at 4000 K (eV/A); reach = 2*L*r_c (A)", head]
     for r in sorted(results["table"], key=lambda r: (r["cell"] != "paper", r["rfix"], r["layers"] or 99, r["model"])):
         corr = "-" if r["center_correlation"] is None else f"{r['center_correlation']:.2f}"
@@ -395,7 +414,8 @@ def format_table(results: Mapping[str, Any]) -> str:
         reach = "-" if r["force_reach_A"] is None else f"{r['force_reach_A']:.0f}"
         lines.append(f"{r['cell']:<6} {r['rfix']:>6.2f} {r['model']:>12} {reach:>6} {r['frames']:>6} "
                      f"{r['center_rms_ref']:>8.3f} {r['center_rms_model']:>8.3f} {r['center_rmse']:>7.3f} "
-                     f"{ratio:>8} {corr:>6} {r['mobile_rmse']:>8.3f} {r['mobile_rms_ref']:>8.3f}")
+                     f"{ratio:>8} {corr:>6} {r['mobile_rmse']:>8.3f} {r['mobile_rms_ref']:>8.3f} "
+                     f"{'-' if r['mobile_correlation'] is None else format(r['mobile_correlation'], '.2f'):>6}")
     for law in results.get("law", []):
         lines.append(f"law: {law['model']} at R_fix {law['rfix']:.2f} A, {law['frames']} frames with every mobile atom "
                      f"beyond {law['force_reach_A']:.0f} A: max |F_center| model {law['center_max_model']:.1e} eV/A, "
