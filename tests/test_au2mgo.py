@@ -174,6 +174,8 @@ def test_command_writes_json_figures_poscars(one_layer_potential, tmp_path, far)
             (fix,) = p.constraints
             assert len(fix.get_indices()) == len(p) - 2  # support F F F, Au T T T
             assert p.get_chemical_symbols()[-2:] == ["Au", "Au"]
+            data = (out / "structures" / f"{sup}_{config}.data").read_text()
+            assert "4 atom types" in data and f"{len(p)} atoms" in data
     # a second run refuses to overwrite, and says why in one line
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 1 and "exists" in again.output and len(again.output.strip().splitlines()) == 1

@@ -4,8 +4,9 @@
 supports (support fixed), scans the force on the upright cluster, and writes into the directory
 ``au2mgo/``: ``result.json`` (energies, E_wetting − E_non-wetting per support, the scan, the model's reach
 against the Al–Au₂ distance), ``fig6b.png``, ``fig6c.png`` and ``structures/`` (the starting cells as
-POSCAR with selective dynamics, support ``F F F``, for a DFT reference from the very same cells; the
-relaxed ones and the scan frames as extxyz). See :mod:`nlmd.au2mgo` for the geometry and the method.
+POSCAR with selective dynamics, support ``F F F``, for a DFT reference from the very same cells, and
+as LAMMPS data; the relaxed ones also as extxyz; the scan frames as extxyz).
+See :mod:`nlmd.au2mgo` for the geometry and the method.
 The directory appears complete or not at all (written beside it, then renamed).
 """
 
@@ -54,7 +55,7 @@ def command(potential, output, a, lateral, layers, dopant_layer, vacuum, bond, h
     """
     from nlmd.errors import InputError, NlmdError
     from nlmd.rescore import world_comm
-    from nlmd.structures import write_extxyz, write_poscar
+    from nlmd.structures import write_extxyz, write_lammps_data, write_poscar
 
     if not (potential / "pair.lmp").is_file():
         raise InputError(f"--potential {potential}: no pair.lmp there; expected a potential directory "
@@ -105,11 +106,13 @@ def command(potential, output, a, lateral, layers, dopant_layer, vacuum, bond, h
                 import ase.io
 
                 ase.io.write(sdir / f"{key}.extxyz", atoms, format="extxyz")
-            elif key.endswith(".relaxed"):
-                write_extxyz(atoms, sdir / f"{key}.extxyz")
-                write_poscar(atoms, sdir / f"{key}.POSCAR", elements=[e for e in M.ELEMENTS if e in atoms.symbols])
             else:
-                write_poscar(atoms, sdir / f"{key}.POSCAR", elements=[e for e in M.ELEMENTS if e in atoms.symbols])
+                present = [e for e in M.ELEMENTS if e in atoms.symbols]
+                write_poscar(atoms, sdir / f"{key}.POSCAR", elements=present)
+                # LAMMPS types in ELEMENTS order on both supports (type 3 = Al exists, with no atom, on MgO)
+                write_lammps_data(atoms, sdir / f"{key}.data", elements=M.ELEMENTS)
+                if key.endswith(".relaxed"):
+                    write_extxyz(atoms, sdir / f"{key}.extxyz")
         M.plot(result, tmp)
         (tmp / "result.json").write_text(json.dumps(result, indent=1) + "\n")
         if output.exists():
