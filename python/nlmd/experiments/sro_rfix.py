@@ -421,3 +421,20 @@ def format_table(results: Mapping[str, Any]) -> str:
                      f"beyond {law['force_reach_A']:.0f} A: max |F_center| model {law['center_max_model']:.1e} eV/A, "
                      f"RMS reference {law['center_rms_ref']:.3f} eV/A -> {'holds' if law['holds'] else 'VIOLATED'}")
     return "\n".join(lines)
+
+
+def format_markdown(results: Mapping[str, Any]) -> str:
+    """The table of :func:`format_table` as Markdown (docs/results/sro-rfix/README.md)."""
+    def f(x, fmt=".3f"):
+        return "–" if x is None else format(x, fmt)
+
+    lines = ["| cell | R_fix (Å) | model | 2L·r_c (Å) | frames | RMS F_c ref | RMS F_c model | RMSE F_c | RMSE/RMS | "
+             "corr F_c | RMSE mobile | RMS mobile ref | RMSE/RMS mobile | corr mobile |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results["table"], key=lambda r: (r["cell"] != "paper", r["rfix"], r["layers"] or 99, r["model"])):
+        lines.append(
+            f"| {r['cell']} | {r['rfix']:.2f} | {r['model']} | {f(r['force_reach_A'], '.0f')} | {r['frames']} | "
+            f"{f(r['center_rms_ref'])} | {f(r['center_rms_model'])} | {f(r['center_rmse'])} | "
+            f"{f(r['center_rmse_over_rms_ref'], '.2f')} | {f(r['center_correlation'], '.2f')} | {f(r['mobile_rmse'])} | "
+            f"{f(r['mobile_rms_ref'])} | {f(r['mobile_rmse_over_rms_ref'], '.2f')} | {f(r['mobile_correlation'], '.2f')} |")
+    return "\n".join(lines)
