@@ -635,3 +635,24 @@ def test_author_email_is_written(tmp_path, monkeypatch):
     with h5py.File(path, "r") as f:
         assert f["h5md/author"].attrs["email"] == "someone@example.org"
         assert f["h5md/creator"].attrs["name"] == "nlmd"
+
+
+def test_paths_with_spaces_are_refused_in_one_sentence(tmp_path):
+    """LAMMPS splits ${potential} and ${prefix} at spaces (it substitutes outside quotes only)."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from nlmd.cli import main
+
+    pot = tmp_path / "my pots" / "rigid"
+    shutil.copytree(REPO / "potentials/sro-rigid-ion", pot)
+    inp = REPO / "lammps_inputs/sro_rfix.in"
+    res = CliRunner().invoke(main, ["run", str(inp), "-o", str(tmp_path / "t.h5"), "-v", "potential", str(pot)])
+    assert res.exit_code == 1 and f"-v potential '{pot}' contains a space: LAMMPS splits it" in res.output
+    (tmp_path / "out dir").mkdir()
+    out = tmp_path / "out dir" / "t.h5"
+    res = CliRunner().invoke(main, ["run", str(inp), "-o", str(out), "-v", "potential", str(REPO / "potentials/sro-rigid-ion")])
+    assert res.exit_code == 1 and "-v prefix (the input's dump files; from -o)" in res.output and not out.exists()
+    res = CliRunner().invoke(main, ["deploy", "7net-0", "-o", str(tmp_path / "my pot"), "--no-aot"])
+    assert res.exit_code == 1 and "the potential directory" in res.output and "contains a space" in res.output

@@ -1470,6 +1470,11 @@ def run_input(
     script = InputScript.read(input_path)
     if check_names:
         check_variables(script, [k for k in variables if k not in ("every", "prefix")])
+    from nlmd.outputs import check_lammps_word
+
+    for name, what in (("potential", "-v potential"), ("prefix", "-v prefix (the input's dump files; from -o)")):
+        if name in variables:
+            check_lammps_word(variables[name], what)
     pot = variables.get("potential")
     if pot and (Path(pot) / "manifest.json").is_file():  # a broken manifest stops the run before it starts
         from nlmd.potentials import PotentialDirectory

@@ -52,3 +52,17 @@ def check_output(
     if force is False and path.exists():
         raise InputError(f"{path} exists; pass --force to overwrite it")
     return path
+
+
+def check_lammps_word(value: str | os.PathLike, what: str) -> None:
+    """Refuse a path that LAMMPS would split into several words.
+
+    LAMMPS substitutes ``${name}`` outside quotes only, so a path with a space cannot reach a command as
+    one word through a variable (``pair_coeff * * ${potential}/model.pt``, ``dump ... ${prefix}.dump``).
+    """
+    text = str(value)
+    if any(c.isspace() for c in text):
+        raise InputError(
+            f"{what} '{text}' contains a space: LAMMPS splits it into several words where an input uses it "
+            "through a variable; use a path without spaces (a symbolic link will do)"
+        )

@@ -47,6 +47,9 @@ class PotentialDirectory:
     @classmethod
     def load(cls, path: str | Path) -> "PotentialDirectory":
         path = Path(path)
+        from nlmd.outputs import check_lammps_word
+
+        check_lammps_word(path.resolve(), "the potential directory")  # pair.lmp reaches it as ${potential}
         if not path.is_dir():
             raise InputError(f"{path}: no such potential directory (expected a directory with {MANIFEST} and {PAIR_FILE})")
         for name in (MANIFEST, PAIR_FILE):
@@ -243,6 +246,9 @@ def _versions() -> dict:
 @contextmanager
 def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
     """A temporary directory beside ``out`` that replaces it on success and vanishes on failure."""
+    from nlmd.outputs import check_lammps_word
+
+    check_lammps_word(out.resolve(), "the potential directory")  # pair.lmp reaches it as ${potential}
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force to replace it")
     if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
@@ -319,6 +325,10 @@ def deploy(
     reason is echoed and kept in the manifest. ``device`` (``auto``, ``cpu``, ``cuda``) is where the
     package will run; it is compiled there (``auto``: CUDA when this torch has a GPU) and recorded as
     ``aot.device``."""
+    if out is not None:  # before the (slow) checkpoint
+        from nlmd.outputs import check_lammps_word
+
+        check_lammps_word(Path(out).resolve(), "the potential directory")
     checkpoint, pretrained = resolve_checkpoint(model)
     cp = load_checkpoint(checkpoint, trust=trust_checkpoint)
     config = cp.config
