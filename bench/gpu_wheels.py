@@ -107,9 +107,23 @@ STUB_BODY = '''"""Stand-in for {pkg}, not carried to the GPU machine by nlmd's b
 module level but the GPU check never uses it (see that script)."""
 
 
+_MSG = "{pkg}.%s: {pkg} is not installed here; this module is an import stub of nlmd's GPU check"
+
+
+class _Missing(type):
+    \"\"\"What `from {pkg} import Name` gets: a class that raises when called or when asked for anything.\"\"\"
+
+    def __getattr__(cls, attr):
+        raise RuntimeError(_MSG % cls.__name__)
+
+    def __call__(cls, *args, **kwargs):
+        raise RuntimeError(_MSG % cls.__name__)
+
+
 def __getattr__(name):
-    raise ImportError("{pkg}.%s: {pkg} is not installed here; this module is an import stub of nlmd's GPU "
-                      "check (bench/gpu_wheels.py)" % name)
+    if name.startswith("__"):  # the import machinery's questions (__path__, ...)
+        raise AttributeError(name)
+    return _Missing(name, (), {{}})
 '''
 STUB_FILES = {
     "pandas/__init__.py": STUB_BODY.format(pkg="pandas"),
