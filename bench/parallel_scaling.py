@@ -1,4 +1,23 @@
-"""Strong scaling of pair_style e3gnn/parallel on 1 and 2 MPI ranks, and the cost of ghost shells L cutoffs deep.
+"""Is `mpirun -np 2` faster than one rank? pair_style e3gnn/parallel on 2 ranks against the serial package.
+
+Default (`--mode package`, issue 13): SevenNet-0 through a deployed potential directory (`nlmd deploy`,
+default potentials/7net-0), a displaced rocksalt SrO cell of 5x5x5 conventional cells (1000 atoms), one
+torch thread per rank. Runs, repeated in rounds and interleaved so that each round sees about the same load:
+  - 1 rank, `e3gnn` with the AOTInductor package (deployed_serial.pt2): what one rank runs today;
+  - 1 rank, `e3gnn` with the TorchScript file (deployed_serial.pt);
+  - 1 rank, `e3gnn/parallel` (TorchScript per layer, no partner to exchange with);
+  - 2 ranks, `e3gnn/parallel`.
+For each: wall s/step (LAMMPS loop time / steps), CPU s/step per rank (loop time x LAMMPS's "% CPU use"),
+and LAMMPS's timer breakdown. The CPU times split the 2-rank-vs-package ratio into its factors: the
+compiled package against TorchScript (same graph), the per-layer split against the whole model (1 rank),
+and what the second rank gives. The last line printed is the ratio: 1-rank package s/step over 2-rank
+e3gnn/parallel s/step (target >= 1.6).
+
+    python bench/parallel_scaling.py                            # SevenNet-0, 1000 atoms, 2 rounds
+    python bench/parallel_scaling.py --reps 6 --rounds 3 --steps 3
+
+`--mode ghosts` is the earlier study: strong scaling of e3gnn/parallel on 1 and 2 MPI ranks and the cost of
+ghost shells L cutoffs deep:
 
 A displaced rocksalt SrO cell (8x8x8 conventional cells = 4096 atoms by default) runs with a tiny random
 model and with SevenNet-0 (5 layers, 5 A cutoff). For each model:
@@ -14,8 +33,8 @@ model and with SevenNet-0 (5 layers, 5 A cutoff). For each model:
 Each run: 1 warm-up step (TorchScript warm-up, neighbour lists), then `--steps` timed steps; the time per
 step is LAMMPS's loop time of the timed run divided by its steps. A JSON summary is written next to the logs.
 
-    python bench/parallel_scaling.py                   # both models (SevenNet-0 is slow on a CPU: minutes)
-    python bench/parallel_scaling.py --models tiny     # the tiny model only
+    python bench/parallel_scaling.py --mode ghosts                  # both models (SevenNet-0: minutes)
+    python bench/parallel_scaling.py --mode ghosts --models tiny    # the tiny model only
 """
 
 from __future__ import annotations
@@ -74,17 +93,18 @@ def deploy_models(work: Path, which: list[str]) -> dict[str, dict]:
     return models
 
 
-def run(work: Path, label: str, nprocs: int, threads: int, model: dict, data: Path, steps: int, ghost_cut: float | None) -> dict:
+def run(work: Path, label: str, nprocs: int, threads: int, model: dict, data: Path, steps: int, ghost_cut: float | None,
+        pair: str | None = None) -> dict:
     from nlmd.runtime import executable, plugin_environment
 
     skin = 1.0
     comm = f"comm_modify cutoff {ghost_cut:.3f}" if ghost_cut else ""
+    pair = pair or f"pair_style e3gnn/parallel\npair_coeff * * {model['layers']} {model['dir']} Sr O"
     text = f"""
 units metal
 atom_style atomic
 read_data {data}
-pair_style e3gnn/parallel
-pair_coeff * * {model['layers']} {model['dir']} Sr O
+{pair}
 neighbor {skin} bin
 {comm}
 velocity all create 2000 12345 loop geom
@@ -98,7 +118,7 @@ run {steps}
     log = work / f"{label}.log"
     inp.write_text(text)
     env = plugin_environment()
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "NLMD_TORCH_THREADS": str(threads)})
     cmd = [executable("mpirun"), "-np", str(nprocs), executable("lmp"), "-in", str(inp), "-log", str(log), "-screen", "none"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -110,7 +130,14 @@ run {steps}
     loop, _, nsteps = loops[-1]
     nghost = re.findall(r"Nghost:\s+([\d.eE+-]+) ave\s+([\d.eE+-]+) max", out)[-1]
     nlocal = re.findall(r"Nlocal:\s+([\d.eE+-]+) ave", out)[-1]
+    cpu_use = re.findall(r"([\d.]+)% CPU use with", out)
+    # the timer table of the last run: section | min | avg | max | %varavg | %total
+    timers = {m[0]: float(m[1]) / int(nsteps)
+              for m in re.findall(r"^(Pair|Neigh|Comm|Output|Modify|Other)\s*\|\s*[\d.eE+-]+\s*\|\s*([\d.eE+-]+)",
+                                  out.split("Loop time of")[-1], flags=re.M)}
     return {
+        "cpu_s_per_step": float(loop) / int(nsteps) * float(cpu_use[-1]) / 100 if cpu_use else None,
+        "timers_avg_s_per_step": timers,
         "label": label,
         "ranks": nprocs,
         "threads_per_rank": threads,
@@ -124,16 +151,90 @@ run {steps}
     }
 
 
+def package_vs_parallel(args) -> int:
+    """1-rank e3gnn (package, TorchScript), 1- and 2-rank e3gnn/parallel; one thread per rank; in rounds."""
+    pot = args.potential.resolve()
+    manifest = json.loads((pot / "manifest.json").read_text())
+    if not manifest.get("aot") or not manifest.get("parallel"):
+        raise SystemExit(f"{pot} needs the AOTInductor package and the parallel deployment (nlmd deploy)")
+    reps, steps = args.reps or 5, args.steps or 2
+    work = args.work / "package"
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / f"sro_{reps}.data"
+    natoms = build_cell(reps, data)
+    layers = manifest["num_layers"]
+    configs = [
+        ("e3gnn package, 1 rank", 1, f"pair_style e3gnn\npair_coeff * * {pot}/deployed_serial.pt2 Sr O"),
+        ("e3gnn TorchScript, 1 rank", 1, f"pair_style e3gnn\npair_coeff * * {pot}/deployed_serial.pt Sr O"),
+        ("e3gnn/parallel, 1 rank", 1, None),
+        ("e3gnn/parallel, 2 ranks", 2, None),
+    ]
+    model = {"layers": layers, "dir": pot / "deployed_parallel"}
+    print(f"cell: SrO {reps}^3 conventional cells, {natoms} atoms; {manifest['name']}; 1 thread per rank; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    runs = {key: [] for key, _, _ in configs}
+    for rnd in range(args.rounds):
+        for key, nprocs, pair in configs:
+            label = key.split(",")[0].replace(" ", "_").replace("/", "_") + f"_{nprocs}r_round{rnd}"
+            r = run(work, label, nprocs, 1, model, data, steps, None, pair)
+            r["load_average"] = os.getloadavg()[0]
+            runs[key].append(r)
+            t = r["timers_avg_s_per_step"]
+            print(f"round {rnd}  {key:26s}: {r['s_per_step']:7.2f} s/step wall, {r['cpu_s_per_step'] or 0:7.2f} s CPU "
+                  f"per rank  (Pair {t.get('Pair', 0):.2f}, Comm {t.get('Comm', 0):.3f}, Neigh {t.get('Neigh', 0):.3f}; "
+                  f"{r['nlocal_ave']:.0f} local + {r['nghost_ave']:.0f} ghost per rank; load {r['load_average']:.1f})",
+                  flush=True)
+
+    def med(key, field):
+        return float(np.median([r[field] for r in runs[key]]))
+
+    pkg, ts, par1, par2 = (key for key, _, _ in configs)
+    summary = {
+        "natoms": natoms, "potential": str(pot), "steps": steps, "rounds": args.rounds, "runs": runs,
+        "median_s_per_step": {k: med(k, "s_per_step") for k in runs},
+        "median_cpu_s_per_step": {k: med(k, "cpu_s_per_step") for k in runs},
+    }
+    c = summary["median_cpu_s_per_step"]
+    summary["factors_cpu"] = {
+        "package_over_torchscript": c[pkg] / c[ts],
+        "parallel_1rank_over_torchscript": c[par1] / c[ts],
+        "parallel_2rank_per_rank_over_1rank": c[par2] / c[par1],
+    }
+    w = summary["median_s_per_step"]
+    summary["ratio_package_1rank_over_parallel_2rank"] = w[pkg] / w[par2]
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    f = summary["factors_cpu"]
+    print(f"CPU time per step, medians: package {c[pkg]:.2f} s, TorchScript {c[ts]:.2f} s, e3gnn/parallel 1 rank "
+          f"{c[par1]:.2f} s, 2 ranks {c[par2]:.2f} s per rank")
+    print(f"factors (CPU time): package / TorchScript {f['package_over_torchscript']:.2f}; e3gnn/parallel on 1 rank / "
+          f"TorchScript {f['parallel_1rank_over_torchscript']:.2f}; per rank, 2 ranks / 1 rank "
+          f"{f['parallel_2rank_per_rank_over_1rank']:.2f}")
+    print(f"summary: {work / 'summary.json'}")
+    print(f"2-rank e3gnn/parallel vs 1-rank e3gnn package ({natoms} atoms, 1 thread per rank): "
+          f"{summary['ratio_package_1rank_over_parallel_2rank']:.2f}x faster (target 1.6; wall time, medians of "
+          f"{args.rounds} rounds)")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["tiny", "7net-0"], help="tiny and/or 7net-0")
-    p.add_argument("--reps", type=int, default=8, help="conventional cells per edge (8: 4096 atoms)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps for the tiny model")
-    p.add_argument("--steps-7net", type=int, default=3, help="timed steps for SevenNet-0")
+    p.add_argument("--mode", choices=["package", "ghosts"], default="package")
+    p.add_argument("--potential", type=Path, default=Path(__file__).resolve().parent.parent / "potentials" / "7net-0",
+                   help="(package) a potential directory with deployed_serial.pt2 and deployed_parallel/")
+    p.add_argument("--rounds", type=int, default=2, help="(package) rounds of the four runs")
+    p.add_argument("--models", nargs="+", default=["tiny", "7net-0"], help="(ghosts) tiny and/or 7net-0")
+    p.add_argument("--reps", type=int, default=None,
+                   help="conventional cells per edge (default 5 = 1000 atoms; ghosts: 8 = 4096 atoms)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (package: 2; ghosts, tiny model: 10)")
+    p.add_argument("--steps-7net", type=int, default=3, help="(ghosts) timed steps for SevenNet-0")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1, help="cores to share between the ranks")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "nlmd_parallel_scaling",
                    help="models, inputs, logs and summary.json")
     args = p.parse_args(argv)
+    if args.mode == "package":
+        return package_vs_parallel(args)
+    args.reps = args.reps or 8
+    args.steps = args.steps or 10
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / f"sro_{args.reps}.data"
