@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-DT_FS = 2.0
+DT_FS = 1.0  # the experiment's time step (lammps_inputs/sro_rfix.in: dt 0.001 ps)
 
 
 def _print(obj: dict) -> None:

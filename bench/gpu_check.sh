@@ -16,6 +16,7 @@
 #   timing_*  LAMMPS vs ASE's SevenNetCalculator, NVE: first evaluation, steady s/step, ns/day, peak memory
 #   deploy_aot, serial_aot, timing_aot_*  the same with the AOTInductor package compiled for the device
 #   tests     pytest tests/test_gpu.py (its `gpu` tests run only with CUDA)
+# NLMD_CHECK_INSTALLED=1 skips install and build (uses the nlmd installed for $PYTHON): a development aid.
 # Writes $OUT/gpu_check.json (rewritten after every step, so a run cut short still leaves what it did).
 set -uo pipefail
 MODE=gpu
@@ -139,9 +140,9 @@ set_paths() {
   export LD_LIBRARY_PATH="$MPILIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
-build_nlmd() {
+build_nlmd() {    # every CPU (not nproc: it follows OMP_NUM_THREADS, which the dry run sets to 1)
   rm -rf "$S/build"
-  CMAKE_ARGS="-DMPI_CXX_COMPILER=$PREFIX/bin/mpicxx" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
+  CMAKE_ARGS="-DMPI_CXX_COMPILER=$PREFIX/bin/mpicxx" CMAKE_BUILD_PARALLEL_LEVEL=$("$PY" -c 'import os; print(len(os.sched_getaffinity(0)))') \
     "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation --no-warn-script-location \
     --prefix "$PREFIX" -C build-dir="$S/build" "$ROOT" || return 1
   "$PY" -c "import json, nlmd.runtime as r; print(json.dumps({'plugin': str(r.find_plugin())}))"
@@ -152,9 +153,14 @@ export -f install_wheels build_nlmd
 POT=$S/7net-0
 POT_AOT=$S/7net-0-aot
 
-step install 120 install_wheels || BLOCKED="the wheels did not install"
-set_paths
-[ -z "${BLOCKED:-}" ] && { step build 300 build_nlmd || BLOCKED="the plugin did not build"; }
+if [ "${NLMD_CHECK_INSTALLED:-0}" = 1 ]; then
+  # development aid: skip install and build, use the nlmd (and plugin) already installed for $PY
+  echo "== install, build: skipped (NLMD_CHECK_INSTALLED=1: using $PY's installed nlmd)"
+else
+  step install 120 install_wheels || BLOCKED="the wheels did not install"
+  set_paths
+  [ -z "${BLOCKED:-}" ] && { step build 300 build_nlmd || BLOCKED="the plugin did not build"; }
+fi
 if [ -n "${BLOCKED:-}" ]; then   # nothing below can run: say so once instead of failing every step
   echo "stopping: $BLOCKED"; summarize; exit 1
 fi
