@@ -95,3 +95,15 @@ def test_e3gnn_on_cuda_matches_sevennet_calculator(which, tiny_checkpoint, tiny_
     assert np.abs(forces).max() > 0.1
     assert_close(got.forces, forces, 1e-4, f"forces, e3gnn ({which}) on CUDA vs SevenNetCalculator on CUDA (eV/A)")
     assert abs(got.energy - energy) / len(sro_atoms) < 1e-5
+
+
+def test_resolve_device():
+    from nlmd.aot import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if HAS_CUDA else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
+        resolve_device("gpu")
+    if not HAS_CUDA:
+        with pytest.raises(RuntimeError, match="a CUDA package is compiled on a GPU, and this torch has none"):
+            resolve_device("cuda")
