@@ -573,7 +573,9 @@ def _lammps_message(exc: BaseException) -> str:
     proc = re.match(r"ERROR on proc (\d+): (.*)", line)
     if proc:
         line = f"{proc.group(2)} (on rank {proc.group(1)})"
-    return line
+    from nlmd.runtime import plugin_hint
+
+    return plugin_hint(line)
 
 
 class Run:

