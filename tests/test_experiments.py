@@ -89,8 +89,9 @@ def test_sweep_gives_exactly_zero_centre_force_beyond_the_force_reach(tmp_path, 
     assert beyond["center_max_model"] <= 1e-6 and beyond["center_rms_model"] <= 1e-6
     assert beyond["center_rms_ref"] > 0.05  # the reference's force comes from beyond R_fix
     assert inside["center_max_model"] > 1e-3
+    assert beyond["center_spread_model_beyond_reach"] == 0.0  # bit-identical: nothing beyond the reach enters
     assert res["law"] == [{"model": "short", "rfix": 5.82, "force_reach_A": 5.4, "frames": 5,
-                           "center_max_model": beyond["center_max_model"],
+                           "center_max_model": beyond["center_max_model"], "center_spread_model": 0.0,
                            "center_rms_ref": beyond["center_rms_ref_beyond_reach"], "holds": True}]
     # the metrics are nlmd compare's on the same files
     from nlmd.compare import compare_files

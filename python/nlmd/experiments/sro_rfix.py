@@ -348,6 +348,9 @@ def run_experiment(
                         row["frames_beyond_reach"] = int(outside.sum())
                         row["center_max_model_beyond_reach"] = (
                             float(np.linalg.norm(ev["_fm"][outside], axis=1).max()) if outside.any() else None)
+                        # independence from everything beyond the reach: the same force, to the last bit, in every frame
+                        row["center_spread_model_beyond_reach"] = (
+                            float(np.abs(ev["_fm"][outside] - ev["_fm"][outside][0]).max()) if outside.any() else None)
                         row["center_rms_ref_beyond_reach"] = (
                             float(np.sqrt(np.mean(np.sum(ev["_fr"][outside] ** 2, axis=1)))) if outside.any() else None)
                     rows.append(row)
@@ -390,16 +393,27 @@ def _json_default(x):
     raise TypeError(type(x).__name__)
 
 
+#: |F_center| of a model beyond its reach: zero up to the round-off of the crystal's cancellation. SevenNet
+#: models compute in single precision: a sum of ~1-10 eV/A contributions cancels to ~1e-6-1e-5 eV/A.
+LAW_TOLERANCE = 1e-5
+
+
 def _law(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per model and R_fix where some frames have every mobile atom beyond the model's force reach."""
+    """Per model and R_fix where some frames have every mobile atom beyond the model's force reach.
+
+    The law holds when the model's centre force is the same to the last bit in all those frames (nothing
+    beyond the reach enters it) and no larger than :data:`LAW_TOLERANCE` (the crystal's symmetric sum).
+    """
     out = []
     for r in rows:
         if r.get("frames_beyond_reach"):
             out.append({"model": r["model"], "rfix": r["rfix"], "force_reach_A": r["force_reach_A"],
                         "frames": r["frames_beyond_reach"],
                         "center_max_model": r["center_max_model_beyond_reach"],
+                        "center_spread_model": r["center_spread_model_beyond_reach"],
                         "center_rms_ref": r["center_rms_ref_beyond_reach"],
-                        "holds": bool(r["center_max_model_beyond_reach"] <= 1e-6)})
+                        "holds": bool(r["center_spread_model_beyond_reach"] == 0.0
+                                      and r["center_max_model_beyond_reach"] <= LAW_TOLERANCE)})
     return out
 
 
@@ -418,8 +432,9 @@ def format_table(results: Mapping[str, Any]) -> str:
                      f"{'-' if r['mobile_correlation'] is None else format(r['mobile_correlation'], '.2f'):>6}")
     for law in results.get("law", []):
         lines.append(f"law: {law['model']} at R_fix {law['rfix']:.2f} A, {law['frames']} frames with every mobile atom "
-                     f"beyond {law['force_reach_A']:.0f} A: max |F_center| model {law['center_max_model']:.1e} eV/A, "
-                     f"RMS reference {law['center_rms_ref']:.3f} eV/A -> {'holds' if law['holds'] else 'VIOLATED'}")
+                     f"beyond {law['force_reach_A']:.0f} A: |F_center| model {law['center_max_model']:.1e} eV/A, the same "
+                     f"in every frame to {law['center_spread_model']:.0e}; RMS reference {law['center_rms_ref']:.3f} eV/A "
+                     f"-> {'holds' if law['holds'] else 'VIOLATED'}")
     return "\n".join(lines)
 
 
