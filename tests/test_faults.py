@@ -658,19 +658,22 @@ def test_paths_with_spaces_are_refused_in_one_sentence(tmp_path):
     assert res.exit_code == 1 and "the potential directory" in res.output and "contains a space" in res.output
 
 
-def test_a_plugin_that_does_not_load_is_named_with_the_reason(tmp_path, monkeypatch):
-    from nlmd.errors import SimulationError
-    from nlmd.md import run_input
+def test_a_plugin_that_does_not_load_is_named_with_the_reason(tmp_path):
+    """In a fresh process (a process that already loaded the plugin keeps its pair styles)."""
+    import os
+    import subprocess
+    import sys
 
     broken = tmp_path / "lib"
     broken.mkdir()
     (broken / "nlmdplugin.so").write_text("not a shared object")
-    monkeypatch.setenv("NLMD_PLUGIN_DIR", str(broken))
-    monkeypatch.delenv("LAMMPS_PLUGIN_PATH", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "LAMMPS_PLUGIN_PATH"}
+    env["NLMD_PLUGIN_DIR"] = str(broken)
     inp = tmp_path / "in.e3gnn"
     inp.write_text("units metal\nregion b block 0 5 0 5 0 5\ncreate_box 1 b\nmass 1 1.0\npair_style e3gnn\nrun 1\n")
-    with pytest.raises(SimulationError) as info:
-        run_input(inp, tmp_path / "t.h5", quiet=True, log=tmp_path / "t.log")
-    msg = str(info.value)
+    res = subprocess.run([sys.executable, "-m", "nlmd", "run", str(inp), "-o", str(tmp_path / "t.h5"), "--quiet"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr[-2000:]
+    msg = res.stderr
     assert "Unrecognized pair style 'e3gnn'" in msg
     assert f"the nlmd plugin {broken / 'nlmdplugin.so'} did not load (" in msg and "file too short" in msg
