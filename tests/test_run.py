@@ -576,7 +576,9 @@ def test_existing_output_needs_force(tmp_path):
 
 
 def start(out: Path, *extra: str) -> subprocess.Popen:
-    cmd = nlmd_command(str(RFIX_IN), "-o", str(out), "-v", "potential", str(RIGID), "-v", "time", "30", *extra)
+    # without the equilibration stages: the signal must reach the streamed run, not the equilibration
+    cmd = nlmd_command(str(RFIX_IN), "-o", str(out), "-v", "potential", str(RIGID), "-v", "time", "30",
+                       "-v", "minsteps", "0", "-v", "eqtime", "0", *extra)
     return subprocess.Popen(cmd, cwd=out.parent, env=lmp_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 
@@ -646,9 +648,10 @@ def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
     cell = S.build_fixed_core_cell(5.82, seed=4)
     S.write_lammps_data(cell, tmp_path / "cell.data")
     common = ["-v", "potential", str(RIGID), "-v", "data", str(tmp_path / "cell.data"), "-v", "time", "0.02",
-              "--every", "2"]
+              "-v", "minsteps", "0", "-v", "eqtime", "0", "--every", "2"]
     serial = tmp_path / "one.h5"
-    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02), quiet=True)
+    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
+              quiet=True)
     two = tmp_path / "two.h5"
     res = subprocess.run(nlmd_command(str(RFIX_IN), "-o", str(two), *common, ranks=2), cwd=tmp_path, env=lmp_env(),
                          capture_output=True, text=True, timeout=120)
@@ -672,10 +675,12 @@ def test_two_ranks_without_energies(tmp_path):
     cell = S.build_fixed_core_cell(5.82, seed=4)
     S.write_lammps_data(cell, tmp_path / "cell.data")
     serial = tmp_path / "one.h5"
-    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02), quiet=True)
+    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
+              quiet=True)
     two = tmp_path / "two.h5"
     cmd = nlmd_command(str(RFIX_IN), "-o", str(two), "-v", "potential", str(RIGID), "-v", "data",
-                       str(tmp_path / "cell.data"), "-v", "time", "0.02", "--every", "2", "--no-energies", ranks=2)
+                       str(tmp_path / "cell.data"), "-v", "time", "0.02", "-v", "minsteps", "0", "-v", "eqtime", "0",
+                       "--every", "2", "--no-energies", ranks=2)
     res = subprocess.run(cmd, cwd=tmp_path, env=lmp_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     with TrajectoryReader(serial) as a, TrajectoryReader(two) as b:
@@ -691,7 +696,8 @@ def test_sevennet_on_two_ranks_streams_the_frames_of_one_rank(tmp_path, tiny_pot
     the first frames equal the 1-rank run with e3gnn to float32 precision."""
     cell = S.build_fixed_core_cell(5.82, seed=4)
     S.write_lammps_data(cell, tmp_path / "cell.data")
-    variables = {"potential": str(tiny_potential), "data": str(tmp_path / "cell.data"), "time": "0.004"}
+    variables = {"potential": str(tiny_potential), "data": str(tmp_path / "cell.data"), "time": "0.004",
+                 "minsteps": "0", "eqtime": "0"}
     serial = tmp_path / "one.h5"
     run_input(RFIX_IN, serial, every=2, variables=variables, quiet=True)
     two = tmp_path / "two.h5"
