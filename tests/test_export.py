@@ -107,10 +107,10 @@ def test_export_selects_steps_and_strides(crystal_run, tmp_path):
 def test_export_never_writes_over_its_input_or_an_existing_file(crystal_run, tmp_path):
     out = tmp_path / "t.extxyz"
     out.write_text("keep me")
-    with pytest.raises(InputError, match="exists; pass --force"):
+    with pytest.raises(InputError, match="exists; pass --force to overwrite it"):
         export_frames(crystal_run, out)
     assert out.read_text() == "keep me"
-    with pytest.raises(InputError, match="is the input file"):
+    with pytest.raises(InputError, match="is also an input of this command"):
         export_frames(crystal_run, crystal_run, force=True)
     r = CliRunner().invoke(main, ["export", str(crystal_run), "-o", str(out), "--force"])
     assert r.exit_code == 0, r.output

@@ -47,13 +47,6 @@ class ExportResult:
         }
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 def export_frames(
     source: str | os.PathLike,
     output: str | os.PathLike,
@@ -77,15 +70,13 @@ def export_frames(
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from nlmd.h5md import TrajectoryReader
+    from nlmd.outputs import check_output
     from nlmd.structures import atomic_write
 
-    source, output = Path(source), Path(output)
+    source = Path(source)
     if int(every) < 1:
         raise InputError(f"--every must be a positive number of frames, got {every}")
-    if _same_file(source, output):
-        raise InputError(f"{output}: is the input file; write the export to another file")
-    if output.exists() and not force:
-        raise InputError(f"{output}: exists; pass --force to replace it")
+    output = check_output(output, inputs=[source], force=force)
     with TrajectoryReader(source) as reader:
         missing = [what for key, what in _LABELS.items()
                    if not (reader.has("force") if key == "forces" else "potential_energy" in reader.observable_names)]

@@ -1332,11 +1332,10 @@ def virial_stress(pressure: Sequence[float]) -> np.ndarray:
     ``pressure`` is ``compute pressure NULL virial``'s vector (pxx pyy pzz pxy pxz pyz, bar, compression
     positive): the potential's part only, as ``ase.Atoms.get_stress()`` and SevenNet's training labels.
     """
-    from ase.units import GPa
+    from nlmd.evaluate import BAR_TO_EV_A3
 
     pxx, pyy, pzz, pxy, pxz, pyz = (float(v) for v in pressure)
-    bar = 1e-4 * GPa
-    return -bar * np.array([pxx, pyy, pzz, pyz, pxz, pxy])
+    return -BAR_TO_EV_A3 * np.array([pxx, pyy, pzz, pyz, pxz, pxy])
 
 
 def _wait(request, seconds: float, *, result: bool = False):

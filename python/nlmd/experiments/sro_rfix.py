@@ -21,21 +21,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nlmd.errors import InputError, NlmdError
+from nlmd.errors import InputError
+from nlmd.experiments import REPO, run_nlmd
 
 __all__ = ["Budget", "BUDGETS", "Model", "run_experiment", "shipped_models"]
 
-REPO = Path(__file__).resolve().parents[3]
 INPUT = REPO / "lammps_inputs/sro_rfix.in"
 REFERENCE = REPO / "potentials/sro-rigid-ion"
 #: rocksalt SrO at the paper's density: 144 atoms in 13.63 A, i.e. 8 atoms per (5.20 A)^3
@@ -120,15 +118,6 @@ class Model:
                    **kw)
 
 
-def _nlmd(args: Sequence[str], *, log: Path | None = None) -> None:
-    proc = subprocess.run([sys.executable, "-m", "nlmd", *map(str, args)], cwd=REPO, capture_output=True, text=True)
-    if log is not None:
-        log.write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-2:]
-        raise NlmdError(f"`nlmd {args[0]}` failed (exit {proc.returncode}): {' / '.join(tail)}")
-
-
 def shipped_models(root: str | os.PathLike = REPO / "potentials", *, echo: Callable[[str], None] = print,
                    aot: bool = False) -> list[Model]:
     """The trained models shipped in ``potentials/trained/``, deployed beside them (once) and loaded."""
@@ -140,7 +129,7 @@ def shipped_models(root: str | os.PathLike = REPO / "potentials", *, echo: Calla
         manifest = target / "manifest.json"
         if not manifest.is_file() or json.loads(manifest.read_text()).get("provenance", {}).get("checkpoint_sha256") != _sha(src):
             echo(f"deploying {src} -> {target}")
-            _nlmd(["deploy", src, "-o", target, "--force", "--no-parallel", "--aot" if aot else "--no-aot"])
+            run_nlmd(["deploy", src, "-o", target, "--force", "--no-parallel", "--aot" if aot else "--no-aot"])
         models.append(Model(src.parent.name, target, int(info["layers"]), float(info["cutoff"])))
     models.sort(key=lambda m: (m.layers or 0, m.name))
     return models
@@ -307,7 +296,7 @@ def run_experiment(
                 stamp = d / "ref.settings.json"
                 if not (ref.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings):
                     t0 = time.perf_counter()
-                    _nlmd(["run", INPUT, "-o", ref, "--force", "--quiet", "--every", cell.every,
+                    run_nlmd(["run", INPUT, "-o", ref, "--force", "--quiet", "--every", cell.every,
                            "-v", "potential", reference, "-v", "rfix", rfix, "-v", "seed", seed,
                            "-v", "time", cell.time_ps, "-v", "temp", temp, "-v", "box", cell.box,
                            "-v", "ncation", cell.per_element, "-v", "nanion", cell.per_element,
@@ -331,7 +320,7 @@ def run_experiment(
                                  "every": m.every, "manifest_mtime": (m.potential / "manifest.json").stat().st_mtime}
                     if not (mfile.is_file() and mstamp.is_file() and json.loads(mstamp.read_text()) == msettings):
                         t0 = time.perf_counter()
-                        _nlmd(["rescore", src, "--potential", m.potential, "-o", mfile, "--force"],
+                        run_nlmd(["rescore", src, "--potential", m.potential, "-o", mfile, "--force"],
                               log=d / f"{m.name}.out")
                         mstamp.write_text(json.dumps(msettings, indent=1))
                         echo(f"  {m.name}: rescored ({time.perf_counter() - t0:.0f} s)")

@@ -24,18 +24,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nlmd.errors import InputError, NlmdError
+from nlmd.experiments import REPO, run_nlmd
 
 __all__ = ["Recipe", "RECIPES", "make_training_set", "sevenn_input", "train", "ship"]
-
-REPO = Path(__file__).resolve().parents[3]
-
 
 @dataclass(frozen=True)
 class Recipe:
@@ -73,16 +71,6 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def _nlmd(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``nlmd ARGS`` in a child process; raise NlmdError with its last lines if it fails."""
-    cmd = [sys.executable, "-m", "nlmd", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise NlmdError(f"`nlmd {' '.join(args[:2])} ...` failed (exit {proc.returncode}): {' / '.join(tail)}")
-    return proc
-
-
 def make_training_set(recipe: Recipe, out: str | os.PathLike, *, echo=print) -> dict[str, Any]:
     """Steps 1-2: reference MD of the crystal at each temperature -> ``train.extxyz``, ``valid.extxyz``."""
     import ase.io
@@ -100,7 +88,7 @@ def make_training_set(recipe: Recipe, out: str | os.PathLike, *, echo=print) -> 
                 "-v", "time", f"{recipe.md_time_ps:g}", "-v", "seed", str(recipe.seed + k),
                 "-v", "every", str(recipe.sample_every), "-v", "prefix", str(out / f"crystal_{temp:g}K")]
         t0 = time.perf_counter()
-        _nlmd(*args)
+        run_nlmd(args)
         xyz = out / f"crystal_{temp:g}K.extxyz"
         res = export_frames(h5, xyz, every=recipe.stride, force=True)
         echo(f"  {temp:g} K: {res.n_frames} frames of {res.n_atoms} atoms ({time.perf_counter() - t0:.1f} s)")
