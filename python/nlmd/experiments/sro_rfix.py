@@ -163,7 +163,7 @@ def _center_series(path: Path, center_id: int) -> tuple[np.ndarray, np.ndarray, 
 
     with TrajectoryReader(path) as r:
         row = int(np.searchsorted(r.ids, center_id))
-        forces = np.array([r.read("force", i, i + 1)[0, row] for i in range(r.n_frames)])
+        forces = np.asarray(r.read("force")[:, row])  # a few MB at most: one read
         return np.asarray(r.steps), np.asarray(r.times), forces
 
 
