@@ -194,9 +194,10 @@ class _Source:
         r = self.reader
         if r.n_frames == 0:
             raise InputError(f"{self.frames}: holds no complete frame")
-        if any(b != "periodic" for b in r.boundary):
+        if len(set(r.boundary)) != 1 or r.boundary[0] not in ("periodic", "none"):
             raise InputError(
-                f"{self.frames}: boundary is {' '.join(r.boundary)}; nlmd rescore evaluates periodic cells only"
+                f"{self.frames}: boundary is {' '.join(r.boundary)}; nlmd rescore evaluates cells periodic in all "
+                "three directions or in none"
             )
         self.known = set(potential.elements)
         numbers: set[int] = set()
@@ -237,7 +238,7 @@ class _Source:
     def header(self) -> dict[str, Any]:
         r = self.reader
         return {"n_frames": r.n_frames, "n_atoms": r.n_atoms, "elements": self.elements,
-                "fixed_core": r.fixed_core}
+                "fixed_core": r.fixed_core, "periodic": r.boundary[0] == "periodic"}
 
     def frames_iter(self) -> Iterator[Frame]:
         """Frames of the input with positions, box, ids and species only (read in blocks)."""
@@ -316,6 +317,7 @@ def rescore_file(
 
     header = _shared(comm, start)
     n_frames, n_atoms, elements = header["n_frames"], header["n_atoms"], header["elements"]
+    periodic = bool(header["periodic"])
     pending: Frame | None = None  # rank 0: the last evaluated frame, written with the next read
     it = source.frames_iter() if source is not None else None
 
@@ -339,7 +341,7 @@ def rescore_file(
         with LammpsEvaluator(pot_dir.path, elements, comm=comm, log=log) as ev:
             for i in range(n_frames):
                 step, positions, box, species = _shared(comm, next_frame)
-                atoms = Atoms(numbers=species, positions=positions, cell=box, pbc=True)
+                atoms = Atoms(numbers=species, positions=positions, cell=box, pbc=periodic)
                 try:
                     result = ev.evaluate(atoms)
                 except SimulationError as exc:
