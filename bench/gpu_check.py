@@ -103,7 +103,7 @@ def accuracy_cell():
     """nlmd deploy's probe (64-atom rocksalt SrO, atoms displaced by up to 0.15 A): forces of a few eV/A,
     so that 1e-4 eV/A is a test of the implementation, not of float32 rounding. (The 144-atom fixed-core
     cell has random atoms 1.5 A apart and forces up to ~240 eV/A, where float32 alone gives ~2e-4.)"""
-    from nlmd.potentials import probe_structure
+    from nlmd.deploy import probe_structure
 
     return probe_structure(["Sr", "O"])
 

@@ -67,7 +67,7 @@ def prepare_model(work: Path, name: str) -> tuple[Path, Path, Path]:
     import shutil
     import warnings
 
-    from nlmd.potentials import deploy, pair_lines, resolve_checkpoint
+    from nlmd.deploy import deploy, pair_lines, resolve_checkpoint
 
     pot = work / name
     if name == "tiny":

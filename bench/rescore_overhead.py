@@ -106,7 +106,7 @@ def time_bare_run0(frames_path: Path, potential: Path, n: int) -> list[float]:
 
     from nlmd.evaluate import LammpsEvaluator
     from nlmd.h5md import TrajectoryReader
-    from nlmd.potentials import PotentialDirectory
+    from nlmd.potential_dir import PotentialDirectory
     from nlmd.rescore import type_elements
     from nlmd.runtime import commands
 
@@ -126,7 +126,7 @@ def time_bare_run0(frames_path: Path, potential: Path, n: int) -> list[float]:
 
 
 def tiny_sevenn(directory: Path) -> Path:
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
     from nlmd.testing import make_tiny_checkpoint
 
     with warnings.catch_warnings():

@@ -77,7 +77,7 @@ def sevenn_potential(workdir: Path, given: Path | None) -> tuple[Path, str]:
     deployed = REPO / "potentials" / "7net-0"
     if (deployed / "manifest.json").is_file():
         return deployed, "SevenNet-0 (potentials/7net-0)"
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
     from nlmd.testing import make_tiny_checkpoint
 
     with warnings.catch_warnings():

@@ -54,7 +54,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def tiny_potential(tiny_checkpoint, tmp_path_factory) -> Path:
     """The tiny checkpoint deployed as `nlmd deploy` does by default into a potential directory, verified:
     TorchScript, the AOTInductor package pair_style e3gnn runs on one rank, and the parallel deployment."""
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
 
     out = tmp_path_factory.mktemp("pot") / "tiny"
     with warnings.catch_warnings():
@@ -68,7 +68,7 @@ def tiny_torchscript_potential(tiny_potential, tmp_path_factory) -> Path:
     """The tiny deployment with pair.lmp pointing pair_style e3gnn at the TorchScript file (no package)."""
     import json
 
-    from nlmd.potentials import pair_lines
+    from nlmd.deploy import pair_lines
 
     d = tmp_path_factory.mktemp("pot-ts") / "tiny"
     shutil.copytree(tiny_potential, d)

@@ -81,15 +81,15 @@ def test_package_log_line_and_thread_counts(tiny_potential, tmp_path):
 
 
 def test_failed_compilation_keeps_torchscript(tiny_checkpoint, tmp_path, monkeypatch):
-    import nlmd.potentials
+    import nlmd.deploy
     from nlmd.errors import ModelError
 
     def fail(*args, **kwargs):
         raise ModelError("AOTInductor could not compile tiny.pth: no C++ compiler")
 
-    monkeypatch.setattr(nlmd.potentials, "compile_aot", fail)
+    monkeypatch.setattr(nlmd.deploy, "compile_aot", fail)
     said = []
-    out = nlmd.potentials.deploy(tiny_checkpoint, tmp_path / "pot", parallel=False, verify=True, echo=said.append)
+    out = nlmd.deploy.deploy(tiny_checkpoint, tmp_path / "pot", parallel=False, verify=True, echo=said.append)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["aot"] is None and "no C++ compiler" in manifest["aot_failure"]
     assert any(s.startswith("warning: AOTInductor could not compile") for s in said)

@@ -102,7 +102,7 @@ def test_bad_support(kwargs, message):
 @pytest.fixture(scope="module")
 def one_layer_potential(tmp_path_factory):
     """A random 1-layer SevenNet for Mg, O, Al, Au with cutoff RC, deployed (TorchScript, serial + parallel)."""
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
     from nlmd.testing import make_tiny_checkpoint
 
     d = tmp_path_factory.mktemp("au2mgo")

@@ -84,9 +84,9 @@ def test_torch_file_that_is_not_a_checkpoint(tmp_path):
 
 
 def test_failed_verification_leaves_nothing(tiny_checkpoint, tmp_path, monkeypatch):
-    import nlmd.potentials
+    import nlmd.deploy
 
-    monkeypatch.setattr(nlmd.potentials, "VERIFY_FORCE_TOL", 0.0)  # float32 LAMMPS vs calculator never agree to 0
+    monkeypatch.setattr(nlmd.deploy, "VERIFY_FORCE_TOL", 0.0)  # float32 LAMMPS vs calculator never agree to 0
     r = run(tiny_checkpoint, "-o", tmp_path / "out", "--no-parallel", "--no-aot")
     assert r.exit_code == 1
     assert "verification failed" in r.output and "nothing was written" in r.output

@@ -97,7 +97,7 @@ def test_rescoring_many_structures_reuses_the_instance(serial_potential, tiny_ch
 @pytest.mark.slow
 def test_sevennet0_sro(sro_atoms, tmp_path):
     """SevenNet-0 deployed by nlmd deploy: LAMMPS forces equal SevenNetCalculator's."""
-    from nlmd.potentials import deploy, resolve_checkpoint
+    from nlmd.deploy import deploy, resolve_checkpoint
 
     pot = deploy("7net-0", tmp_path / "7net-0", parallel=False, aot=False, verify=False, echo=lambda s: None)
     checkpoint, _ = resolve_checkpoint("7net-0")
@@ -111,7 +111,7 @@ def test_sevennet0_package_sro(sro_atoms, tmp_path):
     import json
     from pathlib import Path
 
-    from nlmd.potentials import deploy, resolve_checkpoint
+    from nlmd.deploy import deploy, resolve_checkpoint
 
     pot = Path(__file__).resolve().parents[1] / "potentials" / "7net-0"
     if not (pot / "manifest.json").is_file() or not json.loads((pot / "manifest.json").read_text()).get("aot"):

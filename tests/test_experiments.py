@@ -25,7 +25,7 @@ from nlmd.experiments.training import RECIPES, sevenn_input, train
 @pytest.fixture(scope="module")
 def one_layer_short(tmp_path_factory):
     """A random 1-layer SevenNet with a 2.7 A cutoff, deployed (TorchScript): it sees 2·r_c = 5.4 A far."""
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
     from nlmd.testing import make_tiny_checkpoint
 
     d = tmp_path_factory.mktemp("short")
@@ -60,7 +60,7 @@ def test_training_recipe_trains_and_ships_with_sevenn(tmp_path):
 
     frames = ase.io.read(tmp_path / "work/data/train.extxyz", index=":")
     assert len(frames) == 30 and frames[0].get_forces().shape == (64, 3)
-    from nlmd.potentials import load_checkpoint
+    from nlmd.deploy import load_checkpoint
 
     assert load_checkpoint(d / "checkpoint.pth").config["num_convolution_layer"] == 1
 

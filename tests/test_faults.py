@@ -214,7 +214,7 @@ def test_deploy_refuses_a_checkpoint_that_would_run_code(tmp_path):
 def test_sevennet_checkpoints_pass_the_check(tiny_checkpoint):
     import sevenn.util
 
-    from nlmd.potentials import check_checkpoint
+    from nlmd.deploy import check_checkpoint
 
     check_checkpoint(tiny_checkpoint)
     check_checkpoint(Path(sevenn.util.pretrained_name_to_path("7net-0")))
@@ -222,7 +222,7 @@ def test_sevennet_checkpoints_pass_the_check(tiny_checkpoint):
 
 def test_deploy_force_replaces_only_a_potential_directory(tmp_path):
     from nlmd.errors import InputError
-    from nlmd.potentials import _staging_dir
+    from nlmd.deploy import _staging_dir
 
     folder = tmp_path / "potentials"
     folder.mkdir()
@@ -243,7 +243,7 @@ def test_potential_directory_honours_the_umask(tmp_path):
     import os
     import stat
 
-    from nlmd.potentials import _staging_dir
+    from nlmd.deploy import _staging_dir
 
     old = os.umask(0o022)
     try:
@@ -274,7 +274,7 @@ def test_sigterm_during_deploy_leaves_no_partial_directory(tmp_path, tiny_checkp
                              "--no-aot"], cwd=tmp_path, env=lmp_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(".pot.*.partial", tmp_path, proc)
+        _wait_for(".pot.*.part", tmp_path, proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:

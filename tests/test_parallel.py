@@ -189,7 +189,7 @@ def tame_checkpoint(pth: Path, atoms, target: float = 5.0) -> float:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """Tiny random SrO models: 2 layers (lmax 1) and 3 layers (lmax 2), serial and parallel deployments."""
-    from nlmd.potentials import export_torchscript
+    from nlmd.deploy import export_torchscript
 
     from nlmd.testing import make_tiny_checkpoint
 
@@ -352,7 +352,7 @@ def md_model(tmp_path_factory, models):
     """The 2-layer model with forces of ~1 eV/A on the test cell: random models have no short-range
     repulsion, and at 4000 K a stiffer one drives atoms into collisions where two float32 trajectories part
     exponentially within ~100 fs whatever computes the forces (serial against serial as well)."""
-    from nlmd.potentials import export_torchscript
+    from nlmd.deploy import export_torchscript
 
     from nlmd.testing import make_tiny_checkpoint
 
@@ -396,7 +396,7 @@ def test_md_4000K_two_ranks_follows_serial(tmp_path, md_model):
 def test_sevennet0_two_and_four_ranks(tmp_path):
     """SevenNet-0 itself (5 layers, lmax 2, 128 channels): 64 displaced SrO atoms on 2 and 4 ranks."""
     import sevenn.util
-    from nlmd.potentials import export_torchscript
+    from nlmd.deploy import export_torchscript
 
     _skip_without_mpi()
     pth = sevenn.util.pretrained_name_to_path("7net-0")

@@ -287,7 +287,7 @@ def run_au2mgo(
     """Both supports, both clusters relaxed, the energy differences and the force scan; a JSON-ready dict
     (``structures`` holds the ase.Atoms: initial and relaxed per support and config, and the scan frames)."""
     from nlmd.evaluate import LammpsEvaluator
-    from nlmd.potentials import PotentialDirectory
+    from nlmd.potential_dir import PotentialDirectory
 
     bond = _check("bond", bond)
     height = _check("height", height)

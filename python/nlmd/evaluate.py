@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from nlmd.errors import InputError
+from nlmd.potential_dir import PotentialDirectory
 
 #: 1 bar in eV/Angstrom^3
 BAR_TO_EV_A3 = 1e5 / 1.602176634e-19 * 1e-30
@@ -52,8 +53,6 @@ class LammpsEvaluator:
 
     def __init__(self, potential: str | Path, elements: Sequence[str] | None = None, *, comm=None,
                  log: str | Path | None = None):
-        from nlmd.potentials import PotentialDirectory
-
         self.potential = PotentialDirectory.load(potential)
         self.elements = list(elements) if elements is not None else None
         self.comm = comm

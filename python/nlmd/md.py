@@ -889,7 +889,7 @@ class Run:
         value = self._variable("potential")
         if not isinstance(value, str) or not value:
             return None, None
-        from nlmd.potentials import MANIFEST, PotentialDirectory
+        from nlmd.potential_dir import MANIFEST, PotentialDirectory
 
         if not (Path(value) / MANIFEST).is_file():
             return value, None
@@ -1478,7 +1478,7 @@ def run_input(
             check_lammps_word(variables[name], what)
     pot = variables.get("potential")
     if pot and (Path(pot) / "manifest.json").is_file():  # a broken manifest stops the run before it starts
-        from nlmd.potentials import PotentialDirectory
+        from nlmd.potential_dir import PotentialDirectory
 
         try:
             PotentialDirectory.load(pot)

@@ -299,7 +299,7 @@ def rescore_file(
     from ase import Atoms
 
     from nlmd.evaluate import LammpsEvaluator
-    from nlmd.potentials import PotentialDirectory
+    from nlmd.potential_dir import PotentialDirectory
 
     t0 = time.perf_counter()
     comm = world_comm(comm)

@@ -31,7 +31,7 @@ def command(model: str, output: Path | None, parallel: bool, aot: bool, device: 
     pair.lmp, then checks forces of a probe structure through LAMMPS against SevenNetCalculator (fails
     above 1e-4 eV/A).
     """
-    from nlmd.potentials import deploy
+    from nlmd.deploy import deploy
 
     deploy(model, output, parallel=parallel, aot=aot, device=device, force=force, verify=not no_verify,
            trust_checkpoint=trust_checkpoint, echo=click.echo)

@@ -136,7 +136,7 @@ def shipped_models(root: str | os.PathLike = REPO / "potentials", *, echo: Calla
 
 
 def _sha(path: Path) -> str:
-    from nlmd.potentials import sha256
+    from nlmd.deploy import sha256
 
     return sha256(path)
 

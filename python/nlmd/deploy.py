@@ -1,8 +1,10 @@
-"""Potential directories: loading them, and deploying SevenNet checkpoints into them (with verification).
+"""Deploying a SevenNet checkpoint into a potential directory (``nlmd deploy``): export, AOT compile, verify.
 
-A potential directory holds ``manifest.json`` and ``pair.lmp`` (see docs/contracts.md); a deployed
-SevenNet model also holds ``deployed_serial.pt``, usually ``deployed_serial.pt2`` (the same model compiled
-ahead of time, see nlmd.aot) and, for several MPI ranks, ``deployed_parallel/``.
+A checkpoint (a ``.pth`` file or a pretrained name shipped in ``sevenn``) is checked to hold data only,
+exported to TorchScript (``deployed_serial.pt``, ``deployed_parallel/``) in a child process, compiled
+ahead of time (``deployed_serial.pt2``, :mod:`nlmd.aot`), described by ``manifest.json`` and ``pair.lmp``,
+and verified: LAMMPS (:mod:`nlmd.evaluate`) against SevenNetCalculator on a probe structure. The directory
+appears complete or not at all. Loading one is :mod:`nlmd.potential_dir`'s job.
 """
 
 from __future__ import annotations
@@ -11,79 +13,24 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
-import uuid
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from nlmd.errors import InputError, ModelError
+from nlmd.outputs import atomic_path, check_lammps_word, write_json
+from nlmd.potential_dir import AOT_FILE, MANIFEST, PAIR_FILE, PARALLEL_DIR, SERIAL_FILE
 
-MANIFEST = "manifest.json"
-PAIR_FILE = "pair.lmp"
-SERIAL_FILE = "deployed_serial.pt"
-AOT_FILE = "deployed_serial.pt2"
-PARALLEL_DIR = "deployed_parallel"
 #: largest force difference (eV/Angstrom) between LAMMPS and SevenNetCalculator accepted by deploy
 VERIFY_FORCE_TOL = 1e-4
 DEFAULT_MODEL = "7net-0"
-
-
-@dataclass
-class PotentialDirectory:
-    """A loaded potential directory."""
-
-    path: Path
-    manifest: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PotentialDirectory":
-        path = Path(path)
-        from nlmd.outputs import check_lammps_word
-
-        check_lammps_word(path.resolve(), "the potential directory")  # pair.lmp reaches it as ${potential}
-        if not path.is_dir():
-            raise InputError(f"{path}: no such potential directory (expected a directory with {MANIFEST} and {PAIR_FILE})")
-        for name in (MANIFEST, PAIR_FILE):
-            if not (path / name).is_file():
-                raise InputError(f"{path} is not a potential directory: {name} is missing")
-        try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path / MANIFEST}: not valid JSON ({exc})") from exc
-        for key in ("elements", "units"):
-            if key not in manifest:
-                raise InputError(f"{path / MANIFEST}: the field '{key}' is missing")
-        if manifest["units"] != "metal":
-            raise InputError(f"{path / MANIFEST}: units is '{manifest['units']}', expected 'metal'")
-        return cls(path=path.resolve(), manifest=manifest)
-
-    @property
-    def pair_file(self) -> Path:
-        return self.path / PAIR_FILE
-
-    @property
-    def elements(self) -> list[str]:
-        return list(self.manifest["elements"])
-
-    @property
-    def atom_style(self) -> str:
-        return self.manifest.get("atom_style", "atomic")
-
-    @property
-    def name(self) -> str:
-        return self.manifest.get("name", self.path.name)
-
-
-# --------------------------------------------------------------------------------------------- deploy
 
 
 def sha256(path: Path) -> str:
@@ -246,8 +193,6 @@ def _versions() -> dict:
 @contextmanager
 def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
     """A temporary directory beside ``out`` that replaces it on success and vanishes on failure."""
-    from nlmd.outputs import check_lammps_word
-
     check_lammps_word(out.resolve(), "the potential directory")  # pair.lmp reaches it as ${potential}
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force to replace it")
@@ -259,22 +204,8 @@ def _staging_dir(out: Path, force: bool) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK | os.X_OK):
         raise InputError(f"-o {out}: the directory {out.parent} is not writable")
-    # a unique hidden name beside out (one file system: the final rename is atomic); mkdir honours the
-    # umask, as for every other output (tempfile.mkdtemp would make it 0700)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        tmp.mkdir()
+    with atomic_path(out, directory=True) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def pair_lines(manifest: dict) -> str:
@@ -326,8 +257,6 @@ def deploy(
     package will run; it is compiled there (``auto``: CUDA when this torch has a GPU) and recorded as
     ``aot.device``."""
     if out is not None:  # before the (slow) checkpoint
-        from nlmd.outputs import check_lammps_word
-
         check_lammps_word(Path(out).resolve(), "the potential directory")
     checkpoint, pretrained = resolve_checkpoint(model)
     cp = load_checkpoint(checkpoint, trust=trust_checkpoint)
@@ -381,10 +310,10 @@ def deploy(
             },
         }
         (tmp / PAIR_FILE).write_text(pair_lines(manifest))
-        _write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest)
         if verify:
             manifest["verification"] = verify_deployment(tmp, checkpoint, species, echo=echo)
-            _write_json(tmp / MANIFEST, manifest)
+            write_json(tmp / MANIFEST, manifest)
     echo(f"wrote {out}")
     return out
 
@@ -430,7 +359,7 @@ def export_torchscript(checkpoint: Path, directory: Path, parallel: bool) -> Non
     classes again fails ("Couldn't find method: 'forward' on class ...BesselBasis"). A fresh interpreter
     exports reliably whatever the caller did before.
     """
-    cmd = [sys.executable, "-m", "nlmd.potentials", "export", str(checkpoint), str(directory)]
+    cmd = [sys.executable, "-m", "nlmd.deploy", "export", str(checkpoint), str(directory)]
     if parallel:
         cmd.append("--parallel")
     proc = _run_child(cmd)
@@ -476,12 +405,6 @@ def _read_extra(path: Path, key: str) -> str:
     return extra[key]
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def verify_deployment(directory: Path, checkpoint: Path, species: list[str], *,
                       echo: Callable[[str], None] = print, tol: float | None = None) -> dict:
     """Energy and forces of a probe structure through LAMMPS (the deployed file) and through
@@ -520,5 +443,5 @@ def _sevenn_reference(checkpoint: Path, atoms):
 
 if __name__ == "__main__":  # the child process of export_torchscript()
     if len(sys.argv) < 4 or sys.argv[1] != "export":
-        sys.exit("usage: python -m nlmd.potentials export CHECKPOINT DIRECTORY [--parallel]")
+        sys.exit("usage: python -m nlmd.deploy export CHECKPOINT DIRECTORY [--parallel]")
     _export_main(sys.argv[2:])
