@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["plot_center_force", "plot_parity", "plot_error_histogram", "plot_rfix", "plot_rfix_models",
-           "plot_center_force_models"]
+           "plot_center_force_models", "plot_point_charges"]
 
 _DPI = 120
 _MODEL, _REF, _ERR = "tab:blue", "black", "tab:red"
@@ -234,3 +234,75 @@ def plot_center_force_models(path: str | os.PathLike, series: Mapping[str, Mappi
     bottom.set_xlabel("time (ps; steps of 1 fs)")
     bottom.set_ylim(bottom=0)
     return _save(fig, path)
+
+
+def plot_point_charges(out: str | os.PathLike, results: Mapping[str, Any]) -> dict[str, Path]:
+    """The toy model's figures (Kang 2024, Figs. 2b, 3c/e, 4): ``fig2b.png``, ``fig3.png``, ``fig4.png``.
+
+    ``results`` is :func:`nlmd.experiments.point_charges.probe`'s: rows per potential and d with the mean and
+    std of ΔF_z and ΔE of the +1e particle between types I and II, the relative error and normalised std.
+    """
+    out = Path(out)
+    k = float(results["coulomb_k_eVA"])
+    models = [p for p in results["potentials"] if p["layers"]]
+    colours = {p["name"]: c for p, c in zip(models, ("tab:blue", "tab:orange", "tab:green", "tab:purple"))}
+
+    def rows(name: str) -> list[Mapping[str, Any]]:
+        return sorted((r for r in results["rows"] if r["potential"] == name), key=lambda r: r["d"])
+
+    ds = np.array(sorted({r["d"] for r in results["rows"]}))
+    dd = np.linspace(ds.min(), ds.max(), 200)
+    trained = (4.0, 8.0)
+
+    def regions(ax) -> None:
+        ax.axvspan(*trained, color="tab:green", alpha=0.12, lw=0, label="trained d")
+        for p in models:
+            for m in range(1, p["layers"] + 1):
+                x = m * p["cutoff"]
+                if ds.min() <= x <= ds.max():
+                    ax.axvline(x, color=colours[p["name"]], ls=":", lw=0.8)
+
+    figs: dict[str, Path] = {}
+    fig, ax = _figure(6.0, 4.0)
+    ax.plot(dd, k / dd ** 2, color=_REF, ls="--", lw=1, label="k/d²")
+    for p in models:
+        r = rows(p["name"])
+        ax.errorbar([x["d"] for x in r], [x["dF_mean"] for x in r], yerr=[x["dF_std"] for x in r], fmt="o", ms=3,
+                    capsize=2, color=colours[p["name"]], label=f"{p['name']} ({p['layers']} layers)")
+    regions(ax)
+    ax.set_yscale("symlog", linthresh=0.02)
+    ax.set_xlabel("d (Å)")
+    ax.set_ylabel("F_z(+1e, I) − F_z(+1e, II) (eV/Å)")
+    ax.set_title("Force of the −1e particle on the +1e particle (dotted: L·r_c)")
+    ax.legend(fontsize=7)
+    figs["fig2b"] = _save(fig, out / "fig2b.png")
+
+    fig, axes = _figure(6.0, 6.0, rows=2, sharex=True)
+    for key, ax, label in (("relative_error", axes[0], "relative error (RMSE / (k/d²))"),
+                           ("normalised_std", axes[1], "normalised std (std / (k/d²))")):
+        for p in models:
+            r = rows(p["name"])
+            ax.plot([x["d"] for x in r], [x[key] for x in r], "o-", ms=3, color=colours[p["name"]],
+                    label=f"{p['layers']} layers")
+        regions(ax)
+        ax.axhline(results["tolerance"], color="gray", lw=0.6)
+        ax.set_yscale("log")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("d (Å)")
+    figs["fig3"] = _save(fig, out / "fig3.png")
+
+    fig, ax = _figure(6.0, 4.0)
+    ax.plot(dd, k / dd, color=_REF, ls="--", lw=1, label="k/d (pair energy)")
+    ax.plot(dd, -k / dd, color=_REF, ls=":", lw=1, label="−k/d")
+    for p in results["potentials"]:
+        r = rows(p["name"])
+        colour = colours.get(p["name"], "gray")
+        ax.errorbar([x["d"] for x in r], [x["dE_mean"] for x in r], yerr=[x["dE_std"] for x in r], fmt="o", ms=3,
+                    capsize=2, color=colour, label=p["name"] if p["layers"] else "reference (LAMMPS: half the pair)")
+    regions(ax)
+    ax.set_xlabel("d (Å)")
+    ax.set_ylabel("E(+1e, I) − E(+1e, II) (eV)")
+    ax.legend(fontsize=7)
+    figs["fig4"] = _save(fig, out / "fig4.png")
+    return figs

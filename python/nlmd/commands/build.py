@@ -209,3 +209,43 @@ def fixed_core(crystal, elements, a, c, box, natoms, rfix, center, seed, min_dis
     else:
         line = reproduce_command(cell.parameters(), output, write_all, name="fixed-core")
     _write_cell(cell, files, summary_path, line)
+
+@command.command(name="point-charges")
+@click.option("--d", "d", type=float, required=True,
+              help="Distance (Å) between the +1e particle at (5, 5, 12) and the -1e particle at (5, 5, 12 + d).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random ±0.5e particles (same seed, same configuration).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Stem: writes STEM-I.extxyz, STEM-II.extxyz, STEM-III.extxyz and the summary STEM.json.")
+@click.option("--force", is_flag=True, help="Replace existing outputs.")
+def point_charges(d: float, seed: int, output: Path, force: bool) -> None:
+    """The paper's toy model (Kang 2024, Methods 5.1): one random configuration of point charges as its
+    types I (+1e and -1e), II (no -1e) and III (no +1e), non-periodic, for the exact reference
+    potentials/point-charges-coulomb or any model trained on it. Species: Rf +1e, Db -1e, Sg +0.5e,
+    Bh -0.5e (nlmd.point_charges says why these labels).
+    """
+    import ase.io
+
+    from nlmd import point_charges as pc
+    from nlmd.outputs import atomic_write, check_output, command_line, write_text
+
+    stem = output.with_suffix("") if output.suffix in (".xyz", ".extxyz", ".json") else output
+    files = {t: stem.with_name(f"{stem.name}-{t}.extxyz") for t in pc.TYPES}
+    summary_path = stem.with_name(stem.name + ".json")
+    for path in [*files.values(), summary_path]:
+        check_output(path, force=force)
+    cell = pc.build_point_charges(d, seed)
+    for t, path in files.items():
+        atomic_write(path, lambda tmp, a=cell.types[t]: ase.io.write(tmp, a, format="extxyz"))
+    summary = {
+        "nlmd_version": __version__,
+        "command": command_line(defaults=True),
+        "d": d, "seed": seed, "species": pc.SPECIES, "n_half_charges": pc.n_random(d),
+        "region_A": [pc.REGION_XY, pc.REGION_XY, pc.REGION_Z0 + d], "vacuum_A": pc.VACUUM,
+        "min_distance_A": pc.MIN_DISTANCE, "periodic": False,
+        "files": {t: str(p) for t, p in files.items()},
+        "atoms": {t: len(a) for t, a in cell.types.items()},
+    }
+    write_text(summary_path, summary_text(summary))
+    click.echo(f"types I, II, III: {', '.join(str(len(a)) for a in cell.types.values())} particles, "
+               f"±1e {d:g} Å apart; wrote " + ", ".join(str(p) for p in [*files.values(), summary_path]))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 import click
@@ -33,15 +31,14 @@ def sro_train(budget: str, layers: tuple[int, ...], output: Path, ship_to: Path 
     from dataclasses import replace
 
     from nlmd.experiments.training import RECIPES, train
+    from nlmd.outputs import command_line
 
     recipe = RECIPES[budget]
     if seed is not None:
         recipe = replace(recipe, seed=seed)
     if epochs is not None:
         recipe = replace(recipe, epochs=epochs)
-    cmd = shlex.join(["nlmd", "experiment", *sys.argv[sys.argv.index("sro-train"):]]) if "sro-train" in sys.argv \
-        else None
-    train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=cmd)
+    train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=command_line(defaults=True))
 
 
 @command.command(name="sro-rfix")
@@ -69,6 +66,7 @@ def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, s
 
     from nlmd.errors import InputError
     from nlmd.experiments import sro_rfix as X
+    from nlmd.outputs import command_line
 
     chosen = X.BUDGETS[budget]
     if seeds:
@@ -87,7 +85,69 @@ def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, s
         models.append(X.Model.from_directory("7net-0", seven, every=chosen.sevennet0_every,
                                              cells=chosen.sevennet0_cells))
     kwargs = {} if reference is None else {"reference": reference}
-    cmd = shlex.join(["nlmd", "experiment", *sys.argv[sys.argv.index("sro-rfix"):]]) if "sro-rfix" in sys.argv else None
-    results = X.run_experiment(output, models, chosen, echo=click.echo, command=cmd, **kwargs)
+    results = X.run_experiment(output, models, chosen, echo=click.echo, command=command_line(defaults=True), **kwargs)
+    click.echo(X.format_table(results))
+    click.echo(f"results: {output / 'results.json'}; figures: {', '.join(results['figures'].values())}")
+
+
+@command.command(name="point-charges-train")
+@click.option("--budget", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
+              help="full: the recipe of the shipped models (about 1.5 h on 2 cores); tiny: the same steps in seconds.")
+@click.option("--layers", type=click.IntRange(min=1), multiple=True, default=(3, 5), show_default=True,
+              help="Numbers of message-passing layers, one model each (repeatable).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Working directory: the data set (DIR/data/), SevenNet's runs (DIR/L<n>/).")
+@click.option("--ship", "ship_to", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the checkpoints go, one directory per model [default: DIR/models].")
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Models trained at once (one thread each).")
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed (configurations, split, SevenNet).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@click.option("--configs", type=click.IntRange(min=1), default=None,
+              help="Override the random configurations per training distance (three structures each).")
+def point_charges_train(budget: str, layers: tuple[int, ...], output: Path, ship_to: Path | None, jobs: int,
+                        seed: int | None, epochs: int | None, configs: int | None) -> None:
+    """Train SevenNet models of 3 and 5 layers on the paper's point-charge toy model (sevenn's trainer)."""
+    from nlmd.experiments import point_charges as X
+    from nlmd.outputs import command_line
+
+    recipe = X.with_seed(X.RECIPES[budget], seed, epochs, configs)
+    X.train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=command_line(defaults=True))
+
+
+@command.command(name="point-charges")
+@click.option("--budget", type=click.Choice(["demo", "full", "tiny"]), default="full", show_default=True,
+              help="full: d = 4, 5, ..., 24 A with 20 test pairs each (the paper's range); demo: 7 distances x 5 "
+                   "pairs; tiny: a test budget.")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run directory: the labelled test set, results.json, fig2b.png, fig3.png, fig4.png.")
+@click.option("--model", "extra", multiple=True, metavar="NAME=DIR",
+              help="A potential directory to probe as NAME (repeatable), besides the shipped models.")
+@click.option("--shipped/--no-shipped", default=True, show_default=True,
+              help="Probe the point-charge models nlmd's recipe trained (potentials/trained/point-charges-*, "
+                   "deployed on first use).")
+@click.option("--pairs", type=click.IntRange(min=1), default=None, help="Override the test pairs per distance.")
+@click.option("--seed", type=int, default=None, help="Override the test configurations' seed.")
+def point_charges(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, pairs: int | None,
+                  seed: int | None) -> None:
+    """Figs. 2-4 of the paper: F(+1e, I) - F(+1e, II) against k/d² for d = 4-24 A, per model and the exact
+    reference; prints the table and writes results.json and the figures."""
+    from dataclasses import replace
+
+    from nlmd.errors import InputError
+    from nlmd.experiments import point_charges as X
+    from nlmd.experiments.sro_rfix import Model
+    from nlmd.outputs import command_line
+
+    chosen = X.BUDGETS[budget]
+    changes = {k: v for k, v in (("pairs", pairs), ("seed", seed)) if v is not None}
+    chosen = replace(chosen, **changes)
+    models = X.shipped(echo=click.echo) if shipped else []
+    for spec in extra:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--model {spec!r}: expected NAME=DIR, e.g. --model mine=potentials/mine")
+        models.append(Model.from_directory(name, path))
+    results = X.probe(models, chosen, output, echo=click.echo, command=command_line(defaults=True))
     click.echo(X.format_table(results))
     click.echo(f"results: {output / 'results.json'}; figures: {', '.join(results['figures'].values())}")

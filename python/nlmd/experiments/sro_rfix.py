@@ -119,11 +119,12 @@ class Model:
 
 
 def shipped_models(root: str | os.PathLike = REPO / "potentials", *, echo: Callable[[str], None] = print,
-                   aot: bool = False) -> list[Model]:
-    """The trained models shipped in ``potentials/trained/``, deployed beside them (once) and loaded."""
+                   aot: bool = False, pattern: str = "sro-*") -> list[Model]:
+    """The trained models shipped in ``potentials/trained/`` whose names match ``pattern``, deployed beside
+    them (once) and loaded."""
     root = Path(root)
     models = []
-    for src in sorted((root / "trained").glob("*/checkpoint.pth")):
+    for src in sorted((root / "trained").glob(f"{pattern}/checkpoint.pth")):
         info = json.loads((src.parent / "training.json").read_text())
         target = root / src.parent.name
         manifest = target / "manifest.json"

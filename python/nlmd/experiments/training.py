@@ -33,16 +33,12 @@ import numpy as np
 from nlmd.errors import InputError, NlmdError
 from nlmd.experiments import REPO, run_nlmd
 
-__all__ = ["Recipe", "RECIPES", "make_training_set", "sevenn_input", "train", "ship"]
+__all__ = ["ModelSettings", "Recipe", "RECIPES", "make_training_set", "sevenn_input", "train", "train_models", "ship"]
 
 @dataclass(frozen=True)
-class Recipe:
-    """Everything that determines a trained model (written to ``training.json`` beside it)."""
+class ModelSettings:
+    """The SevenNet model and its training: what every recipe shares (``sevenn.yaml``)."""
 
-    temperatures: tuple[float, ...] = (1000.0, 1600.0, 2500.0)
-    md_time_ps: float = 10.0  # per temperature, as the paper
-    sample_every: int = 20  # steps of 1 fs: the paper's 20 fs
-    stride: int = 4  # keep every stride-th sampled frame (paper: 1; 2 cores: 4)
     seed: int = 1
     valid_fraction: float = 0.1  # the paper's 9:1
     cutoff: float = 5.0
@@ -56,11 +52,21 @@ class Recipe:
     force_loss_weight: float = 1.0
     bessel_basis: int = 8  # the paper: trainable Bessel basis of 8, radial MLP 64-64 with SiLU
     radial_hidden: tuple[int, ...] = (64, 64)
-    reference: str = "potentials/sro-rigid-ion"
-    input: str = "lammps_inputs/sro_crystal_nvt.in"
 
     def gamma(self) -> float:
         return float((self.lr_final / self.lr) ** (1.0 / max(1, self.epochs)))
+
+
+@dataclass(frozen=True)
+class Recipe(ModelSettings):
+    """Everything that determines a trained SrO model (written to ``training.json`` beside it)."""
+
+    temperatures: tuple[float, ...] = (1000.0, 1600.0, 2500.0)
+    md_time_ps: float = 10.0  # per temperature, as the paper
+    sample_every: int = 20  # steps of 1 fs: the paper's 20 fs
+    stride: int = 4  # keep every stride-th sampled frame (paper: 1; 2 cores: 4)
+    reference: str = "potentials/sro-rigid-ion"
+    input: str = "lammps_inputs/sro_crystal_nvt.in"
 
 
 #: budgets: ``full`` made the shipped models; ``tiny`` is the same code on a test budget
@@ -104,12 +110,13 @@ def make_training_set(recipe: Recipe, out: str | os.PathLike, *, echo=print) -> 
     return {"md": md, "n_train": len(train_), "n_valid": len(valid), "n_atoms": len(frames[0])}
 
 
-def sevenn_input(recipe: Recipe, layers: int, data_dir: Path) -> str:
+def sevenn_input(recipe: ModelSettings, layers: int, data_dir: Path, species: Sequence[str] = ("Sr", "O")) -> str:
     """Step 3's SevenNet input (YAML text) for ``layers`` message-passing layers."""
     hidden = ", ".join(str(h) for h in recipe.radial_hidden)
+    names = ", ".join(repr(s) for s in species)
     return f"""# SevenNet input written by nlmd.experiments.training (recipe in training.json)
 model:
-    chemical_species: ['Sr', 'O']
+    chemical_species: [{names}]
     cutoff: {recipe.cutoff}
     channel: {recipe.channel}
     lmax: {recipe.lmax}
@@ -161,11 +168,11 @@ def sevenn_executable() -> str:
     return found
 
 
-def start_training(recipe: Recipe, layers: int, data_dir: Path, workdir: Path,
-                   threads: int = 1) -> subprocess.Popen:
+def start_training(recipe: ModelSettings, layers: int, data_dir: Path, workdir: Path,
+                   threads: int = 1, species: Sequence[str] = ("Sr", "O")) -> subprocess.Popen:
     """Step 3: write ``sevenn.yaml`` into ``workdir`` and start ``sevenn`` on it (returns the process)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "sevenn.yaml").write_text(sevenn_input(recipe, layers, data_dir))
+    (workdir / "sevenn.yaml").write_text(sevenn_input(recipe, layers, data_dir, species))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(workdir / "sevenn.out", "w") as log:  # the child keeps its own descriptor
         return subprocess.Popen([sevenn_executable(), "sevenn.yaml", "-w", "."], cwd=workdir, env=env,
@@ -181,7 +188,7 @@ def learning_curve(workdir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
-def ship(recipe: Recipe, layers: int, workdir: Path, dest: Path, data: dict[str, Any],
+def ship(recipe: ModelSettings, layers: int, workdir: Path, dest: Path, data: dict[str, Any],
          seconds: float | None = None, command: str | None = None) -> dict[str, Any]:
     """Step 4: copy the best checkpoint to ``dest/checkpoint.pth`` with ``training.json`` and ``sevenn.yaml``."""
     best = workdir / "checkpoint_best.pth"
@@ -240,12 +247,25 @@ def train(recipe: Recipe, layers: Sequence[int], out: str | os.PathLike, ship_to
           *, jobs: int = 1, name: str = "sro-{L}layer", echo=print, command: str | None = None) -> list[dict]:
     """The whole recipe: training set, one ``sevenn`` run per entry of ``layers`` (``jobs`` at once), ship."""
     out = Path(out)
-    if not layers or any(int(L) < 1 for L in layers):
-        raise InputError(f"--layers must be positive numbers of message-passing layers, got {list(layers)}")
+    check_layers(layers)
     data_dir = out / "data"
     echo(f"training set: reference MD of the crystal with {recipe.reference}")
     data = make_training_set(recipe, data_dir, echo=echo)
     echo(f"  {data['n_train']} training + {data['n_valid']} validation frames")
+    return train_models(recipe, layers, data_dir, data, out, ship_to, jobs=jobs, name=name, echo=echo,
+                        command=command)
+
+
+def check_layers(layers: Sequence[int]) -> None:
+    if not layers or any(int(L) < 1 for L in layers):
+        raise InputError(f"--layers must be positive numbers of message-passing layers, got {list(layers)}")
+
+
+def train_models(recipe: ModelSettings, layers: Sequence[int], data_dir: Path, data: dict[str, Any], out: Path,
+                 ship_to: str | os.PathLike | None, *, jobs: int = 1, name: str, species: Sequence[str] = ("Sr", "O"),
+                 echo=print, command: str | None = None) -> list[dict]:
+    """Steps 3-4 on ``data_dir``'s train/valid sets: one ``sevenn`` run per entry of ``layers``, shipped."""
+    check_layers(layers)
     pending = [int(L) for L in layers]
     running: dict[int, tuple[subprocess.Popen, float]] = {}
     done: list[dict] = []
@@ -253,7 +273,7 @@ def train(recipe: Recipe, layers: Sequence[int], out: str | os.PathLike, ship_to
         while pending and len(running) < max(1, jobs):
             L = pending.pop(0)
             echo(f"sevenn: {L} layer(s), {recipe.epochs} epochs -> {out / f'L{L}'}")
-            running[L] = (start_training(recipe, L, data_dir, out / f"L{L}"), time.perf_counter())
+            running[L] = (start_training(recipe, L, data_dir, out / f"L{L}", species=species), time.perf_counter())
         time.sleep(2.0)
         for L, (proc, t0) in list(running.items()):
             if proc.poll() is None:
