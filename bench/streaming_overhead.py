@@ -105,7 +105,7 @@ def time_none(script, variables: dict[str, str], log: Path) -> tuple[float, floa
     with open_lammps(None, log=log, args=args) as lmp:
         lmp.commands_string(script.head)
         c, w = time.process_time(), time.perf_counter()
-        lmp.command(script.run.text)
+        lmp.command(script.final_run.text)
         return time.process_time() - c, time.perf_counter() - w
 
 
@@ -113,16 +113,17 @@ def time_streamed(script, variables: dict[str, str], log: Path, out: Path | None
                   thread: bool = True) -> tuple[float, float, int]:
     """The final run streamed every step, to ``out`` (None: sampled and gathered, not written)."""
     from nlmd.h5md import TrajectoryWriter
-    from nlmd.md import Run, TrajectoryStream
+    from nlmd.md.loop import StreamedRun
+    from nlmd.md.stream import TrajectoryStream
 
-    with Run(script, every=1, variables=variables, log=log, energies=energies) as run:
+    with StreamedRun(script, every=1, variables=variables, log=log, energies=energies) as run:
         run.setup()
         writer = None
         if out is not None:
             writer = TrajectoryWriter(out, parameters=run.parameters(), fixed_core=run.fixed_core, model=run.model)
             run.attach(TrajectoryStream(writer, background=thread))
         c, w = time.process_time(), time.perf_counter()
-        result = run.run()
+        result = run.stream()
         if writer is not None:
             writer.close()
         return time.process_time() - c, time.perf_counter() - w, result.frames
@@ -196,7 +197,7 @@ def main() -> None:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from nlmd.md import InputScript
+    from nlmd.md.script import InputScript
 
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.1f}; repeats {args.repeats}")

@@ -13,7 +13,7 @@ from nlmd.cli import main
 from nlmd.errors import InputError
 from nlmd.export import export_frames
 from nlmd.h5md import TrajectoryReader
-from nlmd.md import run_input
+from nlmd.md.driver import stream_trajectory as run_input
 
 CRYSTAL_IN = REPO / "lammps_inputs/sro_crystal_nvt.in"
 RIGID = REPO / "potentials/sro-rigid-ion"

@@ -443,7 +443,7 @@ def test_run_refuses_a_variable_the_input_does_not_know(tmp_path):
 
 
 def test_variables_of_an_input_and_of_its_literal_includes(tmp_path):
-    from nlmd.md import InputScript
+    from nlmd.md.script import InputScript
 
     (tmp_path / "part.in").write_text("print ${from_include}\n")
     text = ('variable a index 1\nprint "${b} $c v_d"  # ${not_a_comment}\nif "$(is_defined(variable,e))" then &\n'
@@ -456,7 +456,7 @@ def test_a_corrupt_manifest_stops_the_run(tmp_path):
     import shutil
 
     from nlmd.errors import InputError
-    from nlmd.md import run_input
+    from nlmd.md.driver import stream_trajectory as run_input
 
     pot = tmp_path / "pot"
     shutil.copytree(REPO / "potentials/sro-rigid-ion", pot)

@@ -1,7 +1,7 @@
-"""``nlmd run`` and nlmd.md: one LAMMPS run streamed to H5MD, checked against LAMMPS's own output.
+"""``nlmd run`` and the nlmd.md package: one LAMMPS run streamed to H5MD, checked against LAMMPS's own output.
 
 Most runs use the rigid-ion reference (potentials/sro-rigid-ion: no torch, any number of ranks, a few ms
-per step); one uses the tiny SevenNet potential. In-process runs call :func:`nlmd.md.run_input`; the
+per step); one uses the tiny SevenNet potential. In-process runs call :func:`nlmd.md.driver.stream_trajectory`; the
 signal tests and the MPI test start real processes.
 """
 
@@ -27,7 +27,10 @@ from nlmd import structures as S
 from nlmd.cli import main
 from nlmd.errors import InputError, SimulationError
 from nlmd.h5md import TrajectoryReader
-from nlmd.md import InputScript, Observer, Run, run_input, split_commands, summary_path
+from nlmd.md.driver import stream_trajectory
+from nlmd.outputs import summary_path
+from nlmd.md.loop import Observer, StreamedRun
+from nlmd.md.script import InputScript, split_commands
 
 RFIX_IN = REPO / "lammps_inputs/sro_rfix.in"
 RIGID = REPO / "potentials/sro-rigid-ion"
@@ -69,11 +72,11 @@ def test_split_commands_joins_continuations_and_strips_comments():
 
 def test_input_script_finds_the_final_top_level_run(tmp_path):
     script = InputScript.read(RFIX_IN)
-    assert script.run.words == ["run", "${nsteps}"]
+    assert script.final_run.words == ["run", "${nsteps}"]
     assert script.head.rstrip().endswith("dump_modify traj sort id format float %.10g\"")
     assert script.tail.strip() == ""
     s = InputScript.parse("run 5\nrun 7 post no\nwrite_data x.data\n")
-    assert s.run.words == ["run", "7", "post", "no"] and s.head == "run 5" and s.tail == "write_data x.data"
+    assert s.final_run.words == ["run", "7", "post", "no"] and s.head == "run 5" and s.tail == "write_data x.data"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +100,7 @@ def test_input_script_refuses_what_it_cannot_stream(text, message):
 @pytest.fixture(scope="module")
 def rfix_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rfix") / "traj.h5"
-    summary = run_input(RFIX_IN, out, every=5, variables=rigid(time=0.1), quiet=True, command="nlmd run test")
+    summary = stream_trajectory(RFIX_IN, out, every=5, variables=rigid(time=0.1), quiet=True, command="nlmd run test")
     return out, summary
 
 
@@ -201,7 +204,7 @@ def test_mdanalysis_reads_the_run(rfix_run):
 
 def test_mobile_temperature_near_target_on_average(tmp_path):
     out = tmp_path / "t.h5"
-    run_input(RFIX_IN, out, every=20, variables=rigid(time=1.5, temp=4000), quiet=True)
+    stream_trajectory(RFIX_IN, out, every=20, variables=rigid(time=1.5, temp=4000), quiet=True)
     with TrajectoryReader(out) as r:
         temp, t = r.observable("temperature"), r.times
     late = temp[t >= 0.5]  # after the hot transient of the random start (docs/experiment.md)
@@ -244,7 +247,7 @@ run &
 def test_final_run_after_a_previous_run_and_the_tail(tmp_path):
     path = crystal_input(tmp_path, tail=f"write_data {tmp_path / 'after.data'}")
     out = tmp_path / "c.h5"
-    summary = run_input(path, out, every=5, quiet=True)
+    summary = stream_trajectory(path, out, every=5, quiet=True)
     with TrajectoryReader(out) as r:
         assert list(r.steps) == [10, 15, 20]  # the final run is steps 7..20
         np.testing.assert_allclose(r.times, [0.02, 0.03, 0.04])
@@ -268,12 +271,12 @@ def test_attach_functions_and_observers_and_stop_from_an_observer(tmp_path):
             if len(seen) == 3:
                 self.run.request_stop("enough")
 
-    with Run(path, every=1, log=tmp_path / "log.lammps") as run:
+    with StreamedRun(path, every=1, log=tmp_path / "log.lammps") as run:
         run.setup()
         assert (run.first_step, run.last_step, run.n_atoms) == (7, 20, 64)
         run.attach(StopAfterThree())
         run.attach(lambda fr: every_other.append(fr.step), interval=2)
-        result = run.run()
+        result = run.stream()
     # frames of steps 7, 8, 9 seen; the stop is agreed in the callback of step 10, which then completes
     assert seen == [7, 8, 9, 10] and every_other == [7, 9]
     assert result.status == "stopped" and result.stop_reason == "enough" and result.last_step == 10
@@ -281,12 +284,12 @@ def test_attach_functions_and_observers_and_stop_from_an_observer(tmp_path):
 
 def test_progress_line(tmp_path):
     stream = io.StringIO()
-    run_input(crystal_input(tmp_path), tmp_path / "p.h5", every=5, progress_stream=stream)
+    stream_trajectory(crystal_input(tmp_path), tmp_path / "p.h5", every=5, progress_stream=stream)
     text = stream.getvalue()
     assert "\rnlmd run: step 20/20 100.0%" in text and "steps/s" in text and "3 frames" in text
     assert text.endswith("\n")
     quiet = io.StringIO()
-    run_input(crystal_input(tmp_path), tmp_path / "q.h5", every=5, progress_stream=quiet, quiet=True)
+    stream_trajectory(crystal_input(tmp_path), tmp_path / "q.h5", every=5, progress_stream=quiet, quiet=True)
     assert quiet.getvalue() == ""
 
 
@@ -319,7 +322,7 @@ def test_tiny_sevenn_potential(tiny_potential, tmp_path):
 def test_no_energies_frames_are_those_with_energies_less_the_energies(tmp_path):
     variables = rigid(time=0.02)
     with_e = tmp_path / "e.h5"
-    run_input(RFIX_IN, with_e, every=2, variables=variables, quiet=True)
+    stream_trajectory(RFIX_IN, with_e, every=2, variables=variables, quiet=True)
     without = tmp_path / "n.h5"
     args = [a for k, v in variables.items() for a in ("-v", k, v)]
     res = CliRunner().invoke(main, ["run", str(RFIX_IN), "-o", str(without), *args, "--every", "2", "--no-energies"])
@@ -359,10 +362,10 @@ def test_no_energies_does_not_make_lammps_tally_energies(tmp_path):
     tallied = {}
     for energies in (True, False):
         spy = Spy()
-        with Run(path, every=1, log=tmp_path / "log.lammps", energies=energies) as run:
+        with StreamedRun(path, every=1, log=tmp_path / "log.lammps", energies=energies) as run:
             run.setup()
             run.attach(spy)
-            assert run.run().frames == 14
+            assert run.stream().frames == 14
         tallied[energies] = spy.tallied
     assert tallied[True] == list(range(7, 21))
     assert tallied[False] == [7, 10, 15, 20]  # set-up and thermo steps only
@@ -392,7 +395,7 @@ run 17
     files = {}
     for energies in (True, False):
         files[energies] = tmp_path / f"b{energies}.h5"
-        run_input(path, files[energies], every=2, energies=energies, quiet=True)
+        stream_trajectory(path, files[energies], every=2, energies=energies, quiet=True)
     with TrajectoryReader(files[True]) as a, TrajectoryReader(files[False]) as b:
         assert list(b.steps) == list(range(4, 22, 2))
         box = b.read("box")
@@ -414,17 +417,17 @@ def test_writer_thread_writes_the_same_file_and_restores_the_switch_interval(tmp
     files = {}
     for thread in (True, False):
         files[thread] = tmp_path / f"w{thread}.h5"
-        with Run(path, every=1, log=tmp_path / "log.lammps") as run:
+        with StreamedRun(path, every=1, log=tmp_path / "log.lammps") as run:
             run.setup()
             from nlmd.h5md import TrajectoryWriter
-            from nlmd.md import TrajectoryStream
+            from nlmd.md.stream import TrajectoryStream
 
             writer = TrajectoryWriter(files[thread], parameters=run.parameters(), flush_every=3)
             stream = TrajectoryStream(writer, background=thread)
             run.attach(stream)
             if thread:
                 run.attach(SwitchSpy())
-            run.run()
+            run.stream()
             assert stream._thread is None and writer.n_written == 14  # drained and joined by finish
             writer.close()
     assert seen and max(seen) <= 2e-4 and sys.getswitchinterval() == before
@@ -451,7 +454,7 @@ def test_writer_thread_error_stops_the_run_and_keeps_the_flushed_frames(tmp_path
     monkeypatch.setattr(TrajectoryWriter, "write", failing_write)
     out = tmp_path / "f.h5"
     with pytest.raises(SimulationError, match=r"OSError: \[Errno 28\] No space left on device; 5 frames were written"):
-        run_input(crystal_input(tmp_path), out, every=1, flush_every=2, quiet=True)
+        stream_trajectory(crystal_input(tmp_path), out, every=1, flush_every=2, quiet=True)
     assert threads == {"nlmd-writer"}
     summary = json.loads(summary_path(out).read_text())
     assert summary["status"] == "failed" and summary["frames"] == 5
@@ -461,7 +464,7 @@ def test_writer_thread_error_stops_the_run_and_keeps_the_flushed_frames(tmp_path
 
 def test_writer_thread_flushes_after_flush_seconds_without_new_frames(tmp_path):
     from nlmd.h5md import Frame, TrajectoryWriter
-    from nlmd.md import TrajectoryStream
+    from nlmd.md.stream import TrajectoryStream
 
     writer = TrajectoryWriter(tmp_path / "t.h5", flush_every=100, flush_seconds=0.2)
     stream = TrajectoryStream(writer, background=True)
@@ -483,7 +486,7 @@ def test_close_after_failure_ends_the_writer_thread_first(tmp_path):
     """When a run fails without reaching its observers' finish, the failure path itself must drain and end
     the writer thread before it closes the file (the thread owns the file until then)."""
     from nlmd.h5md import Frame, TrajectoryWriter
-    from nlmd.md import TrajectoryStream, _close_after_failure
+    from nlmd.md.stream import TrajectoryStream, close_after_failure
 
     writer = TrajectoryWriter(tmp_path / "t.h5", flush_every=100)
     stream = TrajectoryStream(writer, background=True)
@@ -492,33 +495,33 @@ def test_close_after_failure_ends_the_writer_thread_first(tmp_path):
     for step in range(3):
         stream.frame(Frame(step=step, time=0.0, box=np.eye(3), ids=ids, species=np.full(3, 18),
                            positions=np.zeros((3, 3))))
-    assert _close_after_failure(writer, stream) == 3
+    assert close_after_failure(writer, stream) == 3
     assert stream._thread is None and writer.closed
     with TrajectoryReader(tmp_path / "t.h5") as r:
         assert list(r.steps) == [0, 1, 2]
 
 
 def test_failed_run_hands_its_writer_thread_to_the_failure_path(tmp_path, monkeypatch):
-    import nlmd.md
+    import nlmd.md.driver
     from nlmd.h5md import TrajectoryWriter
-    from nlmd.md import TrajectoryStream
+    from nlmd.md.stream import TrajectoryStream
 
     def failing_write(self, frame, **kw):
         raise OSError(28, "No space left on device")
 
     seen = []
-    close = nlmd.md._close_after_failure
+    close = nlmd.md.driver.close_after_failure
     monkeypatch.setattr(TrajectoryWriter, "write", failing_write)
-    monkeypatch.setattr(nlmd.md, "_close_after_failure", lambda w, s=None: seen.append(s) or close(w, s))
+    monkeypatch.setattr(nlmd.md.driver, "close_after_failure", lambda w, s=None: seen.append(s) or close(w, s))
     with pytest.raises(SimulationError, match="No space left on device"):
-        run_input(crystal_input(tmp_path), tmp_path / "f.h5", every=1, quiet=True)
+        stream_trajectory(crystal_input(tmp_path), tmp_path / "f.h5", every=1, quiet=True)
     assert len(seen) == 1 and isinstance(seen[0], TrajectoryStream) and seen[0]._thread is None
 
 
 def test_rescore_and_compare_a_file_without_energies(tmp_path):
     path = crystal_input(tmp_path)
     frames = tmp_path / "n.h5"
-    run_input(path, frames, every=5, energies=False, quiet=True)
+    stream_trajectory(path, frames, every=5, energies=False, quiet=True)
     rescored = tmp_path / "r.h5"
     res = CliRunner().invoke(main, ["rescore", str(frames), "--potential", str(RIGID), "-o", str(rescored), "-q"])
     assert res.exit_code == 0, res.output
@@ -537,7 +540,7 @@ def test_rescore_and_compare_a_file_without_energies(tmp_path):
 def test_input_error_is_one_sentence_and_leaves_no_file(tmp_path):
     out = tmp_path / "bad.h5"
     with pytest.raises(InputError) as info:
-        run_input(RFIX_IN, out, variables=rigid(rfix=6.1), quiet=True)
+        stream_trajectory(RFIX_IN, out, variables=rigid(rfix=6.1), quiet=True)
     assert str(info.value).startswith("sro_rfix.in: rfix = 6.1 A does not fit")
     assert not out.exists() and not summary_path(out).exists()
     res = CliRunner().invoke(main, ["run", str(RFIX_IN), "-o", str(out), "-v", "potential", "no/such/dir"])
@@ -552,7 +555,7 @@ def test_run_failing_before_the_first_frame_leaves_no_file(tmp_path):
     path.write_text(path.read_text().replace("run &\n   13", "pair_style zero 3.0\npair_coeff * *\nrun 13"))
     out = tmp_path / "f.h5"
     with pytest.raises(SimulationError, match="the run stopped at step 7 with: KSpace style is incompatible"):
-        run_input(path, out, quiet=True)
+        stream_trajectory(path, out, quiet=True)
     assert not out.exists()
 
 
@@ -639,6 +642,32 @@ def test_ctrl_c_or_sigterm_closes_a_complete_file(tmp_path, sig, status):
     assert summary["file_size_bytes"] == out.stat().st_size
 
 
+def test_sigterm_during_the_equilibration_stops_it_and_writes_nothing(tmp_path):
+    """The input's own NVT run before the final run (30 ps here: minutes) ends within a step of SIGTERM,
+    and the final run never starts: no trajectory, no summary, exit status 143."""
+    out = tmp_path / "e.h5"
+    cmd = nlmd_command(str(RFIX_IN), "-o", str(out), "-v", "potential", str(RIGID), "-v", "eqtime", "30",
+                       "-v", "time", "0.01")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=lmp_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_for_step(proc, tmp_path / "e.log", 300)  # past the minimisation (at most 50 iterations)
+        t_signal = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - t_signal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert waited < 30  # not the rest of 30,000 steps
+    assert "interrupted before the run started; no file written" in err
+    assert not out.exists() and not summary_path(out).exists()
+    assert not list(tmp_path.glob(".*part*")) and not (tmp_path / "e.center.dump").exists()
+    steps = [int(m) for m in re.findall(r"^\s+(\d+)\s+\S+\s+\S+", (tmp_path / "e.log").read_text(), re.M)]
+    assert 300 <= max(steps) < 30_000
+
+
 # --------------------------------------------------------------------------------------------------
 # MPI
 
@@ -650,7 +679,7 @@ def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
     common = ["-v", "potential", str(RIGID), "-v", "data", str(tmp_path / "cell.data"), "-v", "time", "0.02",
               "-v", "minsteps", "0", "-v", "eqtime", "0", "--every", "2"]
     serial = tmp_path / "one.h5"
-    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
+    stream_trajectory(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
               quiet=True)
     two = tmp_path / "two.h5"
     res = subprocess.run(nlmd_command(str(RFIX_IN), "-o", str(two), *common, ranks=2), cwd=tmp_path, env=lmp_env(),
@@ -675,7 +704,7 @@ def test_two_ranks_without_energies(tmp_path):
     cell = S.build_fixed_core_cell(5.82, seed=4)
     S.write_lammps_data(cell, tmp_path / "cell.data")
     serial = tmp_path / "one.h5"
-    run_input(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
+    stream_trajectory(RFIX_IN, serial, every=2, variables=rigid(data=tmp_path / "cell.data", time=0.02, minsteps=0, eqtime=0),
               quiet=True)
     two = tmp_path / "two.h5"
     cmd = nlmd_command(str(RFIX_IN), "-o", str(two), "-v", "potential", str(RIGID), "-v", "data",
@@ -699,7 +728,7 @@ def test_sevennet_on_two_ranks_streams_the_frames_of_one_rank(tmp_path, tiny_pot
     variables = {"potential": str(tiny_potential), "data": str(tmp_path / "cell.data"), "time": "0.004",
                  "minsteps": "0", "eqtime": "0"}
     serial = tmp_path / "one.h5"
-    run_input(RFIX_IN, serial, every=2, variables=variables, quiet=True)
+    stream_trajectory(RFIX_IN, serial, every=2, variables=variables, quiet=True)
     two = tmp_path / "two.h5"
     args = [a for k, v in variables.items() for a in ("-v", k, v)]
     res = subprocess.run(nlmd_command(str(RFIX_IN), "-o", str(two), *args, "--every", "2", ranks=2), cwd=tmp_path,

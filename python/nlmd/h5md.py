@@ -38,6 +38,7 @@ import numpy as np
 
 from nlmd import __version__
 from nlmd.errors import DiskFullError, InputError
+from nlmd.fixed_core import FixedCore  # the record this file stores; its home is the fixed-core module
 
 __all__ = [
     "FixedCore",
@@ -140,28 +141,6 @@ OBSERVABLE_UNITS: dict[str, str] = {
 }
 
 _BOUNDARIES = ("periodic", "none")
-
-
-@dataclass
-class FixedCore:
-    """The frozen crystalline core of a fixed-core run.
-
-    ``center_id`` is the id of the centre atom, ``rfix`` the radius (Angstrom) inside which atoms are
-    frozen, ``core_ids`` the sorted ids of the frozen atoms (the centre included).
-    """
-
-    center_id: int
-    rfix: float
-    core_ids: np.ndarray
-
-    def __post_init__(self) -> None:
-        self.center_id = int(self.center_id)
-        self.rfix = float(self.rfix)
-        self.core_ids = np.sort(np.asarray(self.core_ids, dtype=np.int64).reshape(-1))
-
-    def summary(self) -> dict:
-        """The JSON-ready description used in run/import/rescore summaries."""
-        return {"center_id": self.center_id, "rfix": self.rfix, "n_core": int(self.core_ids.size)}
 
 
 @dataclass

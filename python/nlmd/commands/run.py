@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 
 import click
-
-
-def _reconstruct(input_path: Path, output: Path, every: int | None, variables, quiet, force, log,
-                 no_energies: bool = False) -> str:
-    args = ["nlmd", "run", str(input_path), "-o", str(output)]
-    if every is not None:
-        args += ["--every", str(every)]
-    for name, value in variables:
-        args += ["-v", name, value]
-    args += ["--no-energies"] * bool(no_energies)
-    args += ["--quiet"] * bool(quiet) + ["--force"] * bool(force)
-    if log is not None:
-        args += ["--log", str(log)]
-    return shlex.join(args)
 
 
 @click.command(name="run", context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,7 +37,8 @@ def command(input_path: Path, output: Path, every: int | None, variables: tuple[
     (exit status 130, 143 for SIGTERM). See docs/run.md.
     """
     from nlmd.errors import NlmdError
-    from nlmd.md import run_input, summary_path
+    from nlmd.md.driver import stream_trajectory
+    from nlmd.outputs import command_line, summary_path, world_comm
 
     names = [name for name, _ in variables]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -64,14 +50,11 @@ def command(input_path: Path, output: Path, every: int | None, variables: tuple[
             every = int(var.get("every", 10))
         except ValueError:
             raise click.BadParameter(f"-v every {var['every']} is not a whole number of steps", param_hint="-v") from None
-    command_line = _reconstruct(input_path, output, every, variables, quiet, force, log, no_energies)
-
-    from mpi4py import MPI
-
-    rank = MPI.COMM_WORLD.Get_rank()
+    comm = world_comm()
+    rank = comm.Get_rank()
     try:
-        summary = run_input(input_path, output, every=every, variables=var, quiet=quiet, force=force,
-                            log=log, command=command_line, energies=not no_energies)
+        summary = stream_trajectory(input_path, output, every=every, variables=var, quiet=quiet, force=force, log=log,
+                                    command=command_line(ranks=comm.Get_size()), energies=not no_energies, comm=comm)
     except NlmdError:
         if rank != 0:  # rank 0 reports it; the others just fail
             sys.exit(1)
