@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import signal
 import subprocess
@@ -696,6 +697,44 @@ def test_two_ranks_stream_the_frames_of_one_rank(tmp_path):
         for name in ("potential_energy", "temperature", "f_center"):
             np.testing.assert_allclose(a.observable(name), b.observable(name), rtol=1e-9)
         assert np.array_equal(a.fixed_core.core_ids, b.fixed_core.core_ids)
+
+
+@pytest.mark.mpi
+def test_sigterm_to_rank_0_during_the_equilibration_stops_both_ranks(tmp_path):
+    """Rank 0 alone gets the signal (not mpiexec): the ranks agree at the next step of the equilibration
+    run, both leave it and neither starts the final run."""
+    out = tmp_path / "e.h5"
+    cmd = nlmd_command(str(RFIX_IN), "-o", str(out), "-v", "potential", str(RIGID), "-v", "eqtime", "30",
+                       "-v", "time", "0.01", ranks=2)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=lmp_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_for_step(proc, tmp_path / "e.log", 300)
+        ranks = _ranks_writing(out)
+        assert sorted(ranks) == ["0", "1"], ranks
+        os.kill(ranks["0"], signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert err.count("interrupted before the run started; no file written") == 1  # rank 0 reports
+    assert not out.exists() and not summary_path(out).exists()
+
+
+def _ranks_writing(out: Path) -> dict[str, int]:
+    """MPI rank (MPICH's PMI_RANK) -> pid of the processes whose command line names ``out``."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        rank = next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"PMI_RANK=")), None)
+        if rank is not None and str(out).encode() in cmdline and b"nlmd" in cmdline:
+            found[rank] = int(proc.name)
+    return found
 
 
 @pytest.mark.mpi
