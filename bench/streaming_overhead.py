@@ -120,7 +120,7 @@ def time_streamed(script, variables: dict[str, str], log: Path, out: Path | None
         run.setup()
         writer = None
         if out is not None:
-            writer = TrajectoryWriter(out, parameters=run.parameters(), fixed_core=run.fixed_core, model=run.model)
+            writer = TrajectoryWriter(out, parameters=run.parameters(), fixed_core=run.fixed_core, model=run.info.model)
             run.attach(TrajectoryStream(writer, background=thread))
         c, w = time.process_time(), time.perf_counter()
         result = run.stream()

@@ -35,7 +35,7 @@ from nlmd import __version__
 from nlmd.errors import InputError, NlmdError, SimulationError
 from nlmd.fixed_core import FixedCore, FixedCoreRules
 from nlmd.h5md import Frame
-from nlmd.md.failures import RankFailures, input_failure, lammps_message, own_error_line
+from nlmd.md.failures import SAVE_SECONDS, RankFailures, input_failure, lammps_message, own_error_line
 from nlmd.md.inspect import InputState, RunSetup, inspect_input
 from nlmd.md.sampler import NEVER, FrameSampler
 from nlmd.md.script import InputScript
@@ -403,8 +403,6 @@ class StreamedRun:
 
     def _save_frames(self) -> tuple[int, str | None]:
         """Rank 0's answer to a rank that failed alone (from the watcher thread): the frames kept, and where."""
-        from nlmd.md.failures import SAVE_SECONDS
-
         for obs in self._observers:
             try:
                 saved = obs.save(SAVE_SECONDS / 2)
