@@ -230,7 +230,7 @@ def test_refusals(tmp_path):
     with pytest.raises(InputError, match="not a potential directory|no such potential directory"):
         rescore_file(src, tmp_path, tmp_path / "out.h5")
     slab = write(tmp_path / "slab.h5", frames[:1], boundary=("periodic", "periodic", "none"))
-    with pytest.raises(InputError, match="periodic cells only"):
+    with pytest.raises(InputError, match="periodic in all three directions or in none"):
         rescore_file(slab, RIGID_ION, tmp_path / "out.h5")
     assert leftovers(tmp_path, {"frames.h5", "slab.h5"}) == []
 

@@ -70,8 +70,7 @@ def export_frames(
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from nlmd.h5md import TrajectoryReader
-    from nlmd.outputs import check_output
-    from nlmd.structures import atomic_write
+    from nlmd.outputs import atomic_write, check_output
 
     source = Path(source)
     if int(every) < 1:

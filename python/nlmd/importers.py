@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ import numpy as np
 
 from nlmd.errors import DiskFullError, InputError
 from nlmd.h5md import FixedCore, Frame, TrajectoryWriter, disk_full_instead
+from nlmd.outputs import atomic_path, check_output
 
 __all__ = ["SOURCES", "ImportResult", "IdMap", "detect_format", "read_frames", "fixed_core_of", "load_id_map",
            "import_files"]
@@ -478,7 +478,6 @@ def import_files(
     if not paths:
         raise InputError("nlmd import needs at least one input file")
     output = Path(output)
-    from nlmd.outputs import check_output
 
     check_output(output, inputs=[*paths, *([ids_from] if ids_from is not None else [])], force=force,
                  make_parent=True)
@@ -595,11 +594,9 @@ def import_files(
     boundary = tuple("periodic" if p else "none" for p in ref.pbc)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    # a unique hidden name beside the output (same file system, so the final rename is atomic); created
-    # by HDF5 itself so the file gets the user's usual permissions
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
-        with TrajectoryWriter(
+        # created by HDF5 itself under a unique name beside the output, so it gets the user's usual permissions
+        with atomic_path(output) as tmp, TrajectoryWriter(
             tmp, parameters=parameters, fixed_core=core, boundary=boundary, flush_every=64
         ) as writer:
             offset = 0
@@ -631,12 +628,8 @@ def import_files(
                     )
                 )
             n_frames = writer.n_written
-        os.replace(tmp, output)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, DiskFullError):
-            raise disk_full_instead(exc, output) from exc
-        raise
+    except DiskFullError as exc:
+        raise disk_full_instead(exc, output) from exc
     return ImportResult(
         output=output,
         files=paths,

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,9 @@ import numpy as np
 
 from nlmd.errors import DataMismatchError, DiskFullError, InputError, ModelError, NlmdError, SimulationError
 from nlmd.h5md import FixedCore, Frame, TrajectoryReader, TrajectoryWriter, disk_full_instead
+from nlmd.outputs import check_output, move_into_place, temporary_path, world_comm
 
-__all__ = ["RescoreResult", "rescore_file", "type_elements", "world_comm"]
+__all__ = ["RescoreResult", "rescore_file", "type_elements"]
 
 #: Frames read from the input per HDF5 read (rank 0).
 READ_BLOCK_FRAMES = 64
@@ -48,7 +48,7 @@ READ_BLOCK_FRAMES = 64
 _ERRORS = {cls.__name__: cls for cls in (NlmdError, InputError, ModelError, SimulationError, DataMismatchError)}
 
 #: progress callback: (frames done, frames in the file)
-Progress = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
@@ -111,23 +111,12 @@ def type_elements(manifest: dict, present: set[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def world_comm(comm=None):
-    """``comm``, or ``MPI.COMM_WORLD`` when it is None (size 1 without mpirun)."""
-    if comm is None:
-        from nlmd.runtime import ensure_mpi
-
-        ensure_mpi()
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
-    return comm
-
-
-def _shared(comm, fn: Callable[[], Any]) -> Any:
+def _shared(comm, fn: Callable[[], Any], *, share: bool = True) -> Any:
     """Run ``fn`` on rank 0 and give its value to every rank; an exception on rank 0 is raised on all.
 
     Every rank must call this at the same point. On other ranks the exception is rebuilt from its class
-    name and message (nlmd's classes; anything else becomes a SimulationError naming rank 0).
+    name and message (nlmd's classes; anything else becomes a SimulationError naming rank 0). With
+    ``share=False`` the value stays on rank 0 (the others get None): only success or failure is shared.
     """
     if comm.size == 1:
         return fn()
@@ -137,7 +126,7 @@ def _shared(comm, fn: Callable[[], Any]) -> Any:
         except Exception as exc:
             comm.bcast(("error", type(exc).__name__, str(exc)), root=0)
             raise
-        comm.bcast(("ok", value), root=0)
+        comm.bcast(("ok", value if share else None), root=0)
         return value
     message = comm.bcast(None, root=0)
     if message[0] == "error":
@@ -164,7 +153,12 @@ def _abort_if_rank_local(comm, exc: SimulationError) -> None:
 
 
 class _Source:
-    """Rank 0's side: the input reader, the temporary output and its writer."""
+    """Rank 0's side: the input reader, the temporary output and its writer.
+
+    :meth:`next_frame` reads the next input frame (after writing the previous one's results, so a write
+    overlaps nothing on the other ranks), :meth:`evaluated` attaches the potential's results to it, and
+    :meth:`end` writes the last one and renames the output into place; :meth:`discard` removes it.
+    """
 
     def __init__(self, frames: Path, potential, output: Path, *, force: bool, command: str | None,
                  ranks: int) -> None:
@@ -175,12 +169,13 @@ class _Source:
             raise InputError(f"{output} is a directory; give a file name for the output")
         if output.resolve() == frames.resolve():
             raise InputError(f"{output} is the input file; write the rescored frames to another file")
-        from nlmd.outputs import check_output
-
         check_output(output, inputs=[frames], make_parent=True)  # a writable directory, before any work
         self.reader = TrajectoryReader(frames)
         self.tmp: Path | None = None
         self.writer: TrajectoryWriter | None = None
+        self._frames: Iterator[Frame] | None = None
+        self.current: Frame | None = None  # the frame being evaluated
+        self.pending: Frame | None = None  # the last evaluated frame, written with the next read
         try:
             self._check(potential)
             self._open_output(potential, command, ranks)
@@ -228,8 +223,7 @@ class _Source:
         if command:
             parameters["command"] = command
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        # a hidden name beside the output (same file system, so the final rename is atomic)
-        self.tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+        self.tmp = temporary_path(self.output)  # renamed onto the output at the end
         self.writer = TrajectoryWriter(
             self.tmp, parameters=parameters, fixed_core=r.fixed_core, model=potential.manifest,
             boundary=r.boundary,
@@ -253,11 +247,35 @@ class _Source:
                 yield Frame(step=int(r.steps[i]), time=float(r.times[i]), box=block["box"][j],
                             ids=block["id"][j], species=block["species"][j], positions=block["position"][j])
 
-    def finish(self) -> None:
+    def next_frame(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Write the pending frame, read the next one: its (step, positions, box, species) for every rank."""
+        assert self.writer is not None
+        if self.pending is not None:
+            self.writer.write(self.pending)
+            self.pending = None
+        if self._frames is None:
+            self._frames = self.frames_iter()
+        fr = self.current = next(self._frames)
+        return fr.step, fr.positions, fr.box, fr.species
+
+    def evaluated(self, result) -> None:
+        """The current frame with the potential's forces, per-atom energies and potential energy."""
+        fr = self.current
+        assert fr is not None
+        self.pending = Frame(
+            step=fr.step, time=fr.time, box=fr.box, ids=fr.ids, species=fr.species, positions=fr.positions,
+            forces=result.forces, energies=result.energies, observables={"potential_energy": result.energy},
+        )
+
+    def end(self) -> None:
+        """Write the last frame, close both files and rename the output into place."""
         assert self.writer is not None and self.tmp is not None
+        if self.pending is not None:
+            self.writer.write(self.pending)
+            self.pending = None
         self.writer.close()
         self.reader.close()
-        os.replace(self.tmp, self.output)
+        move_into_place(self.tmp, self.output)
         self.tmp = None
 
     def discard(self) -> None:
@@ -284,7 +302,7 @@ def rescore_file(
     *,
     force: bool = False,
     comm=None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     command: str | None = None,
     log: str | os.PathLike | None = None,
 ) -> RescoreResult:
@@ -308,39 +326,18 @@ def rescore_file(
     pot = _shared(comm, lambda: PotentialDirectory.load(potential).path)
     pot_dir = PotentialDirectory.load(pot)
 
-    source: _Source | None = None
-
-    def start() -> dict[str, Any]:
-        nonlocal source
-        source = _Source(frames, pot_dir, output, force=force, command=command, ranks=comm.size)
-        return source.header()
-
-    header = _shared(comm, start)
-    n_frames, n_atoms, elements = header["n_frames"], header["n_atoms"], header["elements"]
-    periodic = bool(header["periodic"])
-    pending: Frame | None = None  # rank 0: the last evaluated frame, written with the next read
-    it = source.frames_iter() if source is not None else None
-
-    def next_frame() -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        assert source is not None and it is not None
-        if pending is not None:
-            source.writer.write(pending)
-        fr = next(it)
-        frame_in[0] = fr
-        return fr.step, fr.positions, fr.box, fr.species
-
-    def end() -> None:
-        assert source is not None
-        if pending is not None:
-            source.writer.write(pending)
-        source.finish()
-
-    frame_in: list[Frame | None] = [None]
-    t_first = None
+    # rank 0 reads and writes (None elsewhere); every rank evaluates
+    source: _Source | None = _shared(
+        comm, lambda: _Source(frames, pot_dir, output, force=force, command=command, ranks=comm.size), share=False
+    )
     try:
+        header = _shared(comm, lambda: source.header())
+        n_frames, n_atoms, elements = header["n_frames"], header["n_atoms"], header["elements"]
+        periodic = bool(header["periodic"])
+        t_first = None
         with LammpsEvaluator(pot_dir.path, elements, comm=comm, log=log) as ev:
             for i in range(n_frames):
-                step, positions, box, species = _shared(comm, next_frame)
+                step, positions, box, species = _shared(comm, lambda: source.next_frame())
                 atoms = Atoms(numbers=species, positions=positions, cell=box, pbc=periodic)
                 try:
                     result = ev.evaluate(atoms)
@@ -348,17 +345,12 @@ def rescore_file(
                     _abort_if_rank_local(comm, exc)
                     raise SimulationError(f"{frames}: step {step}: {exc}") from exc
                 if root:
-                    fr = frame_in[0]
-                    pending = Frame(
-                        step=fr.step, time=fr.time, box=fr.box, ids=fr.ids, species=fr.species,
-                        positions=fr.positions, forces=result.forces, energies=result.energies,
-                        observables={"potential_energy": result.energy},
-                    )
+                    source.evaluated(result)
                     if progress is not None:
                         progress(i + 1, n_frames)
                 if t_first is None:
                     t_first = time.perf_counter() - t0
-        _shared(comm, end)
+        _shared(comm, lambda: source.end())
     except BaseException as exc:
         if source is not None:
             source.discard()

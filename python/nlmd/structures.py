@@ -49,8 +49,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nlmd.errors import InputError
+from nlmd.outputs import atomic_write, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -682,24 +682,6 @@ def build_crystal_core_cell(
 # --------------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise InputError(f"cannot write {path}: the directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _atoms_and_elements(obj: "FixedCoreCell | Atoms", elements: Sequence[str] | None) -> tuple["Atoms", list[str]]:
     atoms = obj.atoms if isinstance(obj, FixedCoreCell) else obj
     if elements is None:
@@ -754,7 +736,7 @@ def write_lammps_data(
     for i, (sym, p) in enumerate(zip(atoms.get_chemical_symbols(), pos)):
         lines.append(f"{i + 1} {type_of[sym]} 0.0 {p[0]:.12f} {p[1]:.12f} {p[2]:.12f}")
     text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return write_text(path, text)
 
 
 def write_extxyz(obj: "FixedCoreCell | Atoms", path: str | os.PathLike) -> Path:
@@ -810,4 +792,4 @@ def write_poscar(
     buf = io.StringIO()
     ase.io.write(buf, out, format="vasp", direct=True)
     body = buf.getvalue().split("\n", 1)[1]  # ASE's first (comment) line is the symbols: use ours
-    return atomic_write(path, lambda tmp: tmp.write_text(label + "\n" + body))
+    return write_text(path, label + "\n" + body)

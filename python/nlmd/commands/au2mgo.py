@@ -12,12 +12,9 @@ The directory appears complete or not at all (written beside it, then renamed).
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
-import shutil
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -54,7 +51,7 @@ def command(potential, output, a, lateral, layers, dopant_layer, vacuum, bond, h
     Under `mpirun -np N nlmd au2mgo ...` every rank runs LAMMPS and rank 0 writes.
     """
     from nlmd.errors import InputError, NlmdError
-    from nlmd.rescore import world_comm
+    from nlmd.outputs import atomic_path, command_line, world_comm, write_json
     from nlmd.structures import write_extxyz, write_lammps_data, write_poscar
 
     if not (potential / "pair.lmp").is_file():
@@ -66,37 +63,22 @@ def command(potential, output, a, lateral, layers, dopant_layer, vacuum, bond, h
         raise InputError(f"-o {output}: the directory {output.parent} does not exist")
     comm = world_comm(None)
     root = comm.rank == 0
-    argv = ["nlmd", "au2mgo", "--potential", str(potential), "-o", str(output), "--a", str(a),
-            "--lateral", str(lateral), "--layers", str(layers), "--dopant-layer", str(dopant_layer),
-            "--vacuum", str(vacuum), "--bond", str(bond), "--height", str(height), "--fmax", str(fmax),
-            "--steps", str(steps), "--scan", *map(str, scan)]
-    if comm.size > 1:
-        argv = ["mpirun", "-np", str(comm.size), *argv]
-    tmp = output.with_name(f".{output.name}.part")
-    if root:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
     t0 = time.perf_counter()
-    try:
-        result = M.run_au2mgo(potential, a=a, lateral=lateral, layers=layers, vacuum=vacuum,
-                              dopant_layer=dopant_layer, bond=bond, height=height, fmax=fmax, steps=steps,
-                              scan=scan, comm=comm, log=tmp / "lammps.log" if root else None,
-                              echo=click.echo if root else (lambda s: None))
-    except NlmdError:
-        if root:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:  # rank 0 reports it (every rank raised the same error)
-            sys.exit(1)
-        raise
-    except BaseException:
-        if root:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not root:
-        return
-    try:
+    # rank 0 writes into a directory beside OUTPUT that replaces it at the end, or vanishes on an error
+    with atomic_path(output, directory=True) if root else nullcontext() as tmp:
+        try:
+            result = M.run_au2mgo(potential, a=a, lateral=lateral, layers=layers, vacuum=vacuum,
+                                  dopant_layer=dopant_layer, bond=bond, height=height, fmax=fmax, steps=steps,
+                                  scan=scan, comm=comm, log=tmp / "lammps.log" if root else None,
+                                  echo=click.echo if root else (lambda s: None))
+        except NlmdError:
+            if not root:  # rank 0 reports it (every rank raised the same error)
+                sys.exit(1)
+            raise
+        if not root:
+            return
         structures = result.pop("structures")
-        result["command"] = shlex.join(argv)
+        result["command"] = command_line(ranks=comm.size, defaults=True)
         result["ranks"] = comm.size
         result["seconds"] = round(time.perf_counter() - t0, 1)
         sdir = tmp / "structures"
@@ -114,13 +96,7 @@ def command(potential, output, a, lateral, layers, dopant_layer, vacuum, bond, h
                 if key.endswith(".relaxed"):
                     write_extxyz(atoms, sdir / f"{key}.extxyz")
         M.plot(result, tmp)
-        (tmp / "result.json").write_text(json.dumps(result, indent=1) + "\n")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / "result.json", result, indent=1)
     s = result["supports"]
     click.echo(
         f"E_wetting - E_non-wetting: MgO {s['MgO']['dE_atoms']:.4f} eV, Al-MgO {s['Al-MgO']['dE_atoms']:.4f} eV "

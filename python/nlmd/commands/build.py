@@ -19,6 +19,7 @@ import click
 
 from nlmd import __version__
 from nlmd.errors import InputError
+from nlmd.outputs import command_line, write_text
 
 #: output kind -> suffix used when the three formats are written from a stem
 STEM_SUFFIX = {"lammps-data": ".data", "extxyz": ".extxyz", "poscar": ".POSCAR"}
@@ -57,17 +58,6 @@ def summary_text(summary: dict) -> str:
     """JSON with one key per line but lists of numbers (core ids, the POSCAR map) on one line each."""
     text = json.dumps(summary, indent=1)
     return re.sub(r"\[\s+([-0-9.eE,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
-
-
-def reproduce_command(parameters: dict, output: Path, write_all: bool, name: str = "sro-rfix") -> str:
-    """The ``nlmd build NAME`` command line that rebuilds a cell with these parameters."""
-    args = ["nlmd", "build", name]
-    for key, value in parameters.items():
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    args += ["-o", str(output)] + (["--all"] if write_all else [])
-    return shlex.join(args)
 
 
 @click.group(name="build", context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,7 +100,7 @@ def sro_rfix(rfix, seed, center, box, a, cation, anion, n_cation, n_anion, min_d
         rfix, box=box, a=a, cation=cation, anion=anion, n_cation=n_cation, n_anion=n_anion,
         center=center, min_dist=min_dist, seed=seed, max_tries=max_tries,
     )
-    _write_cell(cell, files, summary_path, reproduce_command(cell.parameters(), output, write_all))
+    _write_cell(cell, files, summary_path, command_line(defaults=True))
 
 
 def _check_outputs(output: Path, write_all: bool) -> tuple[dict[str, Path], Path]:
@@ -121,7 +111,7 @@ def _check_outputs(output: Path, write_all: bool) -> tuple[dict[str, Path], Path
     return files, summary_path
 
 
-def _write_cell(cell, files: dict[str, Path], summary_path: Path, command_line: str) -> None:
+def _write_cell(cell, files: dict[str, Path], summary_path: Path, command: str) -> None:
     from nlmd import structures
 
     writers = {
@@ -134,11 +124,11 @@ def _write_cell(cell, files: dict[str, Path], summary_path: Path, command_line: 
 
     summary = {
         "nlmd_version": __version__,
-        "command": command_line,
+        "command": command,
         "files": {kind: str(path) for kind, path in files.items()},
         **cell.summary(),
     }
-    structures.atomic_write(summary_path, lambda tmp: tmp.write_text(summary_text(summary)))
+    write_text(summary_path, summary_text(summary))
 
     comp = cell.core_composition()
     comp_text = " + ".join(f"{n} {el}" for el, n in comp.items())
@@ -204,11 +194,7 @@ def fixed_core(crystal, elements, a, c, box, natoms, rfix, center, seed, min_dis
         rfix, crystal=crystal, elements=element_list, a=a, c=c, box=box, natoms=counts, center=center,
         min_dist=min_dist, seed=seed, max_tries=max_tries,
     )
-    if cell.crystal == "rocksalt":
-        line = reproduce_command(cell.parameters(), output, write_all)
-    else:
-        line = reproduce_command(cell.parameters(), output, write_all, name="fixed-core")
-    _write_cell(cell, files, summary_path, line)
+    _write_cell(cell, files, summary_path, command_line(defaults=True))
 
 @command.command(name="point-charges")
 @click.option("--d", "d", type=float, required=True,

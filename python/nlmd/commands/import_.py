@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 from pathlib import Path
 
 import click
@@ -39,24 +36,11 @@ def command(files: tuple[Path, ...], output: Path, fmt: str | None, index: str, 
     or with --ids-from those of the cell they were exported from.
     """
     from nlmd.importers import import_files
+    from nlmd.outputs import command_line, write_summary
 
-    argv = ["nlmd", "import", *map(str, files), "-o", str(output)]
-    if fmt:
-        argv += ["--format", fmt]
-    if index != ":":
-        argv += ["--index", index]
-    if dt_fs is not None:
-        argv += ["--dt", repr(dt_fs)]
-    if ids_from is not None:
-        argv += ["--ids-from", str(ids_from)]
-    argv += ["--force"] * force
-    result = import_files(files, output, format=fmt, index=index, dt_fs=dt_fs, command=shlex.join(argv),
+    result = import_files(files, output, format=fmt, index=index, dt_fs=dt_fs, command=command_line(),
                           ids_from=ids_from, force=force)
-
-    summary_path = output.with_name(output.name + ".summary.json")
-    tmp = summary_path.with_name(f".{summary_path.name}.part")
-    tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
-    os.replace(tmp, summary_path)
+    write_summary(output, result.summary())
 
     core = result.fixed_core
     core_text = f", fixed core of {core.core_ids.size} atoms around id {core.center_id}" if core else ""

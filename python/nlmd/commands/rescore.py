@@ -2,43 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 import click
-
-
-class ProgressBar:
-    """Frames done, on stderr: click's progress bar on a terminal; elsewhere (a pipe, a batch log,
-    mpirun) one line per tenth of the frames. Opened on the first report, when the total is known."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._bar = None
-        self._done = 0
-        self._t0 = time.perf_counter()
-        self._tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._tty:
-            if self._bar is None:
-                self._bar = click.progressbar(length=total, label=self.label, file=sys.stderr, show_pos=True,
-                                              show_eta=True)
-                self._bar.__enter__()
-            self._bar.update(done - self._done)
-        elif done == total or done * 10 // total > self._done * 10 // total:
-            elapsed = time.perf_counter() - self._t0
-            click.echo(f"{self.label}: {done}/{total} frames, {elapsed:.1f} s", err=True)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
 
 
 @click.command(name="rescore")
@@ -58,19 +25,16 @@ def command(frames: Path, potential: Path, output: Path, force: bool, quiet: boo
     every rank runs LAMMPS and rank 0 reads and writes.
     """
     from nlmd.errors import NlmdError
-    from nlmd.rescore import world_comm, rescore_file
+    from nlmd.outputs import Progress, command_line, world_comm, write_summary
+    from nlmd.rescore import rescore_file
 
     comm = world_comm(None)
     root = comm.rank == 0
-    argv = ["nlmd", "rescore", str(frames), "--potential", str(potential), "-o", str(output)]
-    if force:
-        argv.append("--force")
-    if comm.size > 1:
-        argv = ["mpirun", "-np", str(comm.size), *argv]
-    bar = ProgressBar(f"rescore {frames.name}") if root and not quiet else None
+    bar = Progress(f"rescore {frames.name}:", unit="frames") if root and not quiet else None
     try:
-        result = rescore_file(frames, potential, output, force=force, comm=comm, progress=bar,
-                              command=shlex.join(argv))
+        result = rescore_file(frames, potential, output, force=force, comm=comm,
+                              progress=(lambda done, total: bar.update(done, 0, total)) if bar else None,
+                              command=command_line(ranks=comm.size))
     except NlmdError:
         if not root:  # rank 0 reports it (every rank raised the same error)
             sys.exit(1)
@@ -80,11 +44,7 @@ def command(frames: Path, potential: Path, output: Path, force: bool, quiet: boo
             bar.close()
     if not root:
         return
-
-    summary_path = output.with_name(output.name + ".summary.json")
-    tmp = summary_path.with_name(f".{summary_path.name}.part")
-    tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
-    os.replace(tmp, summary_path)
+    write_summary(output, result.summary())
 
     if not quiet:
         per = result.seconds_per_frame
