@@ -12,17 +12,18 @@ frames whose step (or time) is in both files are compared.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from nlmd.errors import DataMismatchError, InputError
+from nlmd.outputs import write_json
 
 __all__ = [
     "compare_files",
@@ -110,18 +111,9 @@ def match_frames(
 # --------------------------------------------------------------------------------------------------
 
 
-#: Element symbols by atomic number (as ase.data.chemical_symbols; kept here so compare need not import ase).
-_SYMBOLS = (
-    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr "
-    "Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb "
-    "Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf "
-    "Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og"
-).split()
-
-
 def _symbol(z: int) -> str:
     z = int(z)
-    return _SYMBOLS[z] if 0 < z < len(_SYMBOLS) else f"Z{z}"
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z{z}"
 
 
 def _check_unit(reader, key: str, label: str) -> str:
@@ -166,21 +158,20 @@ class _RowPlan:
 
 
 def _minimum_image_norm(d: np.ndarray, box: np.ndarray, periodic: np.ndarray) -> np.ndarray:
-    """|d| (B,N) after removing lattice vectors along periodic directions (general triclinic cells).
+    """|d| (B,N) of the shortest image along periodic directions (``ase.geometry.find_mic``, any cell).
 
-    ``box`` is (B,3,3) with rows the cell vectors; fractional differences are rounded to the nearest
-    integer along periodic directions. A singular cell (no box) leaves ``d`` as it is.
+    ``box`` is (B,3,3) with rows the cell vectors. A singular cell (no box) leaves ``d`` as it is.
     """
-    d = np.array(d, dtype=np.float64, copy=True)
+    from ase.geometry import find_mic
+
+    d = np.asarray(d, dtype=np.float64)
+    out = np.sqrt(np.einsum("bni,bni->bn", d, d))
     if periodic.any():
         for b in range(d.shape[0]):
-            cell = box[b]
-            if abs(np.linalg.det(cell)) < 1e-12:
-                continue
-            frac = d[b] @ np.linalg.inv(cell)
-            frac[:, periodic] -= np.rint(frac[:, periodic])
-            d[b] = frac @ cell
-    return np.sqrt(np.einsum("bni,bni->bn", d, d))
+            ok = np.isfinite(d[b]).all(axis=1)
+            if abs(np.linalg.det(box[b])) >= 1e-12 and ok.any():
+                out[b, ok] = find_mic(d[b][ok], box[b], periodic)[1]
+    return out
 
 
 def _resolve_fixed_core(model, ref):
@@ -302,10 +293,34 @@ def compare_files(
 
 
 def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_dir, block_frames):
-    mname, rname = str(model.path), str(ref.path)
-    both = f"{mname} and {rname}"
+    """The comparison of two open files: validate, match, accumulate in one pass, report, plot."""
+    units = _check_inputs(model, ref, by)
+    im, ir = _match(model, ref, by=by, time_tol=time_tol)
+    atoms = _atoms(model, ref, ir)
+    want_plots = plot_dir is not None
+    forces = _ForceErrors(atoms.n_atoms)
+    center = _CenterForce(atoms.center_row, trace=want_plots) if atoms.center_row is not None else None
+    parity = _ParitySample(im.size, atoms.n_atoms) if want_plots else None
+    hist = _ErrorHistogram() if want_plots else None
+    for block in _matched_blocks(model, ref, im, ir, atoms, position_tol, block_frames):
+        if center is not None:
+            center.add(block.fm, block.fr)
+        if parity is not None:
+            parity.add(block.p0, block.p1, block.fm, block.fr)
+        if not forces.add(block.fm, block.fr, hist):  # consumes block.fm
+            _raise_not_finite((model, block.plan_m), (ref, block.plan_r), steps=block.steps)
+    report = _report(model, ref, im, ir, atoms, forces, center, by=by, units=units, position_tol=position_tol,
+                     shift_energy=shift_energy)
+    if want_plots:
+        report["figures"] = _plot(plot_dir, model, ref, im, ir, atoms, center, parity, hist, report["per_element"])
+    return report
 
-    # --- what both files must hold, in which units
+
+# --- validation and matching
+
+
+def _check_inputs(model, ref, by: str) -> dict[str, str]:
+    """What both files must hold (forces, frames) and in which units; the report's units."""
     for r in (model, ref):
         if not r.has("force"):
             raise InputError(f"{r.path}: holds no forces, so there is nothing to compare")
@@ -322,8 +337,12 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
     if by == "time":
         _check_unit(model, "time", "time")
         _check_unit(ref, "time", "time")
+    return units
 
-    # --- matching
+
+def _match(model, ref, *, by: str, time_tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_frames` on two open files; DataMismatchError when they share no frame."""
+    mname, rname = str(model.path), str(ref.path)
     keys = (model.steps, ref.steps) if by == "step" else (model.times, ref.times)
     if by == "time":
         for r, k in ((model, model.times), (ref, ref.times)):
@@ -335,24 +354,39 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
         k = "steps" if by == "step" else "times (ps)"
         km, kr = keys
         raise DataMismatchError(
-            f"{both} have no frame in common by {by}: {mname} has {k} {km.min():g}..{km.max():g} "
+            f"{mname} and {rname} have no frame in common by {by}: {mname} has {k} {km.min():g}..{km.max():g} "
             f"({km.size} frames), {rname} has {kr.min():g}..{kr.max():g} ({kr.size} frames)"
         )
-    n_match = int(im.size)
+    return im, ir
 
-    # --- atoms
+
+@dataclass
+class _Atoms:
+    """The atoms both files describe (rows by id), and where the fixed core and its centre are."""
+
+    ids: np.ndarray
+    species: np.ndarray
+    fixed: Any  # FixedCore | None
+    center_row: int | None
+    core_mask: np.ndarray | None
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.ids.size)
+
+
+def _atoms(model, ref, ir: np.ndarray) -> _Atoms:
+    """The first frame's ids and species (checked frame by frame in the pass) and the fixed core."""
+    both = f"{model.path} and {ref.path}"
     ids, species = model.ids, model.species
-    first = f"step {int(ref.steps[ir[0]])}"
     if model.n_atoms != ref.n_atoms:
-        raise DataMismatchError(f"{both} differ in atoms at {first}: {model.n_atoms} atoms and {ref.n_atoms} atoms")
-    n_atoms = int(ids.size)  # ids and species are checked frame by frame in the pass
-
+        raise DataMismatchError(f"{both} differ in atoms at step {int(ref.steps[ir[0]])}: {model.n_atoms} atoms "
+                                f"and {ref.n_atoms} atoms")
     fixed = _resolve_fixed_core(model, ref)
-    center_row = None
-    core_mask = None
+    center_row = core_mask = None
     if fixed is not None:
         center_row = int(np.searchsorted(ids, fixed.center_id))
-        if center_row >= n_atoms or ids[center_row] != fixed.center_id:
+        if center_row >= ids.size or ids[center_row] != fixed.center_id:
             raise DataMismatchError(
                 f"{both}: the centre atom id {fixed.center_id} of the fixed core is not in the files"
             )
@@ -360,34 +394,40 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
         missing = np.setdiff1d(fixed.core_ids, ids)
         if missing.size:
             raise DataMismatchError(f"{both}: fixed-core atom id {int(missing[0])} is not in the files")
+    return _Atoms(ids=ids, species=species, fixed=fixed, center_row=center_row, core_mask=core_mask)
 
+
+@dataclass
+class _Block:
+    """Forces of matched frames ``p0:p1`` (positions in the match), after their atoms, cells and positions
+    were found equal in both files."""
+
+    p0: int
+    p1: int
+    steps: np.ndarray
+    fm: np.ndarray  # (B, N, 3) model forces
+    fr: np.ndarray  # (B, N, 3) reference forces
+    plan_m: _RowPlan
+    plan_r: _RowPlan
+
+
+def _matched_blocks(model, ref, im, ir, atoms: _Atoms, position_tol: float,
+                    block_frames: int | None) -> Iterator[_Block]:
+    """The matched frames block by block (one read per series and file), each checked: the same ids and
+    species as the first frame, the same cell and the same positions (minimum image) within ``position_tol``."""
+    both = f"{model.path} and {ref.path}"
+    n_atoms = atoms.n_atoms
     periodic = np.array([b == "periodic" for b in ref.boundary], dtype=bool)
-
-    # --- the one pass: blocks of frames are read, then reduced in cache-sized sub-blocks
-    sq3 = np.zeros(3 * n_atoms)  # per force component: sum over frames of (F_model - F_ref)^2
-    ab3 = np.zeros(3 * n_atoms)  # per force component: sum over frames of |F_model - F_ref|
-    center_norm = 0.0
-    center_ref_sq = 0.0
-    center_model_sq = 0.0
-    want_plots = plot_dir is not None
-    trace_m: list[np.ndarray] = []
-    trace_r: list[np.ndarray] = []
-    hist = _ErrorHistogram() if want_plots else None
-    parity_frames, parity_atoms = _parity_selection(n_match, n_atoms) if want_plots else (None, None)
-    parity_m: list[np.ndarray] = []
-    parity_r: list[np.ndarray] = []
-
     if block_frames is None:
         block_frames = max(1, BLOCK_ATOM_FRAMES // n_atoms)
-    sub = max(1, SUB_ATOM_FRAMES // n_atoms)
     comp_tol = position_tol / math.sqrt(3.0)
-    for p0 in range(0, n_match, block_frames):
-        p1 = min(p0 + block_frames, n_match)
+    for p0 in range(0, im.size, block_frames):
+        p1 = min(p0 + block_frames, im.size)
         plan_m, plan_r = _RowPlan(im[p0:p1]), _RowPlan(ir[p0:p1])
         steps = ref.steps[ir[p0:p1]]
         for series in ("id", "species"):
             _check_constant(model, ref, series, plan_m.read(model, series), plan_r.read(ref, series),
-                            ids, species, steps)
+                            atoms.ids, atoms.species, steps)
 
         boxm, boxr = plan_m.read(model, "box"), plan_r.read(ref, "box")
         dbox = np.abs(boxm - boxr).max(axis=(1, 2))
@@ -408,79 +448,133 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
                 a = int(np.nanargmax(dev[j])) if np.isfinite(dev[j]).any() else 0
                 raise DataMismatchError(
                     f"{both} have different positions at step {int(steps[j])} (the first such frame): "
-                    f"atom id {int(ids[a])} differs by {worst[j]:.3g} Angstrom, the largest in that frame "
+                    f"atom id {int(atoms.ids[a])} differs by {worst[j]:.3g} Angstrom, the largest in that frame "
                     f"(tolerance {position_tol:g}, periodic images considered)"
                 )
         del d
+        yield _Block(p0, p1, steps, plan_m.read(model, "force"), plan_r.read(ref, "force"), plan_m, plan_r)
 
-        fm = plan_m.read(model, "force")
-        fr = plan_r.read(ref, "force")
+
+# --- accumulators (one pass, memory independent of the number of frames)
+
+
+class _ForceErrors:
+    """Sums over frames of (F_model - F_ref)^2 and |F_model - F_ref| per force component, reduced in
+    cache-sized sub-blocks; :meth:`group` turns them into the RMSE and MAE of a set of atoms."""
+
+    def __init__(self, n_atoms: int) -> None:
+        self.n_atoms = n_atoms
+        self.n_frames = 0
+        self.sq3 = np.zeros(3 * n_atoms)
+        self.ab3 = np.zeros(3 * n_atoms)
+        self.sub = max(1, SUB_ATOM_FRAMES // n_atoms)
+
+    def add(self, fm: np.ndarray, fr: np.ndarray, hist: _ErrorHistogram | None = None) -> bool:
+        """Add a block (``fm`` is overwritten with |F_model - F_ref|); False when a difference is not finite."""
         b = fm.shape[0]
-        if center_row is not None:
-            cm, cr = fm[:, center_row].copy(), fr[:, center_row].copy()
-            dc = cm - cr
-            center_norm += float(np.sqrt(np.einsum("bi,bi->b", dc, dc)).sum())
-            center_ref_sq += float(np.einsum("bi,bi->", cr, cr))
-            center_model_sq += float(np.einsum("bi,bi->", cm, cm))
-            if want_plots:
-                trace_m.append(cm)
-                trace_r.append(cr)
-        if want_plots:
-            sel = parity_frames[(parity_frames >= p0) & (parity_frames < p1)] - p0
-            if sel.size:
-                parity_m.append(fm[sel][:, parity_atoms].reshape(-1, 3))
-                parity_r.append(fr[sel][:, parity_atoms].reshape(-1, 3))
         fm2, fr2 = fm.reshape(b, -1), fr.reshape(b, -1)
-        for s0 in range(0, b, sub):
-            err = fm2[s0 : s0 + sub]  # becomes F_model - F_ref in place
-            np.subtract(err, fr2[s0 : s0 + sub], out=err)
+        for s0 in range(0, b, self.sub):
+            err = fm2[s0 : s0 + self.sub]  # becomes F_model - F_ref in place
+            np.subtract(err, fr2[s0 : s0 + self.sub], out=err)
             part = np.einsum("bk,bk->k", err, err)
             if not math.isfinite(float(part.sum())):
-                _raise_not_finite((model, plan_m), (ref, plan_r), steps=steps)
-            sq3 += part
-            if want_plots:
+                return False
+            self.sq3 += part
+            if hist is not None:
                 hist.add(err)
             np.abs(err, out=err)
-            ab3 += np.add.reduce(err, axis=0)
-        del fm, fr, fm2, fr2
-    sq_atom = sq3.reshape(n_atoms, 3).sum(axis=1)
-    abs_atom = ab3.reshape(n_atoms, 3).sum(axis=1)
+            self.ab3 += np.add.reduce(err, axis=0)
+        self.n_frames += b
+        return True
 
-    # --- force metrics
-    def group(mask: np.ndarray | None) -> dict[str, Any] | None:
-        n = n_atoms if mask is None else int(np.count_nonzero(mask))
+    def group(self, mask: np.ndarray | None = None) -> dict[str, Any] | None:
+        """``force_rmse``, ``force_mae`` (eV/Angstrom, over components) and ``n_atoms`` of the atoms in
+        ``mask`` (None: all); None for an empty set."""
+        sq_atom = self.sq3.reshape(self.n_atoms, 3).sum(axis=1)
+        abs_atom = self.ab3.reshape(self.n_atoms, 3).sum(axis=1)
+        n = self.n_atoms if mask is None else int(np.count_nonzero(mask))
         if n == 0:
             return None
-        count = 3.0 * n * n_match
+        count = 3.0 * n * self.n_frames
         s = sq_atom.sum() if mask is None else sq_atom[mask].sum()
         a = abs_atom.sum() if mask is None else abs_atom[mask].sum()
         return {"force_rmse": math.sqrt(s / count), "force_mae": float(a / count), "n_atoms": n}
 
-    per_element = {}
-    for z in np.unique(species):
-        per_element[_symbol(z)] = group(species == z)
+    def atom_sq(self, row: int) -> float:
+        """Sum over frames of |F_model - F_ref|^2 of the atom in ``row``."""
+        return float(self.sq3[3 * row : 3 * row + 3].sum())
 
-    center = None
-    if fixed is not None:
-        center = {
-            "id": int(fixed.center_id),
-            "force_rmse": math.sqrt(sq_atom[center_row] / n_match),
-            "force_mae": center_norm / n_match,
-            "force_rms_ref": math.sqrt(center_ref_sq / n_match),
-            "force_rms_model": math.sqrt(center_model_sq / n_match),
+
+class _CenterForce:
+    """The centre atom's force: sums of |ΔF|, |F_ref|^2 and |F_model|^2 over frames, and (``trace``) the
+    force vectors along the run for the F_center(t) figure."""
+
+    def __init__(self, row: int, *, trace: bool = False) -> None:
+        self.row = row
+        self.norm = self.ref_sq = self.model_sq = 0.0
+        self.trace = trace
+        self.model: list[np.ndarray] = []
+        self.ref: list[np.ndarray] = []
+
+    def add(self, fm: np.ndarray, fr: np.ndarray) -> None:
+        cm, cr = fm[:, self.row].copy(), fr[:, self.row].copy()
+        dc = cm - cr
+        self.norm += float(np.sqrt(np.einsum("bi,bi->b", dc, dc)).sum())
+        self.ref_sq += float(np.einsum("bi,bi->", cr, cr))
+        self.model_sq += float(np.einsum("bi,bi->", cm, cm))
+        if self.trace:
+            self.model.append(cm)
+            self.ref.append(cr)
+
+    def metrics(self, center_id: int, forces: _ForceErrors) -> dict[str, Any]:
+        n = forces.n_frames
+        return {
+            "id": int(center_id),
+            "force_rmse": math.sqrt(forces.atom_sq(self.row) / n),
+            "force_mae": self.norm / n,
+            "force_rms_ref": math.sqrt(self.ref_sq / n),
+            "force_rms_model": math.sqrt(self.model_sq / n),
         }
 
-    # --- energy
-    energy, energy_note = _energy_metrics(model, ref, im, ir, n_atoms, shift_energy)
 
+class _ParitySample:
+    """The force components kept for the parity plot: at most PARITY_POINTS, evenly over frames."""
+
+    def __init__(self, n_frames: int, n_atoms: int) -> None:
+        self.frames, self.atoms = _parity_selection(n_frames, n_atoms)
+        self.model: list[np.ndarray] = []
+        self.ref: list[np.ndarray] = []
+
+    def add(self, p0: int, p1: int, fm: np.ndarray, fr: np.ndarray) -> None:
+        sel = self.frames[(self.frames >= p0) & (self.frames < p1)] - p0
+        if sel.size:
+            self.model.append(fm[sel][:, self.atoms].reshape(-1, 3))
+            self.ref.append(fr[sel][:, self.atoms].reshape(-1, 3))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(model, reference) components, (K, 3) each."""
+        pm = np.concatenate(self.model) if self.model else np.zeros((0, 3))
+        pr = np.concatenate(self.ref) if self.ref else np.zeros((0, 3))
+        return pm, pr
+
+
+# --- the report and the figures
+
+
+def _report(model, ref, im, ir, atoms: _Atoms, forces: _ForceErrors, center: _CenterForce | None, *, by: str,
+            units: dict[str, str], position_tol: float, shift_energy: bool) -> dict[str, Any]:
+    """The JSON-ready report (keys in docs/compare.md)."""
+    per_element = {_symbol(z): forces.group(atoms.species == z) for z in np.unique(atoms.species)}
+    energy, energy_note = _energy_metrics(model, ref, im, ir, atoms.n_atoms, shift_energy)
     mtimes = model.times[im]
-    report: dict[str, Any] = {
+    fixed, core = atoms.fixed, atoms.core_mask
+    return {
         "nlmd_compare": REPORT_VERSION,
-        "model": mname,
-        "reference": rname,
+        "model": str(model.path),
+        "reference": str(ref.path),
         "by": by,
-        "n_frames": n_match,
-        "n_atoms": n_atoms,
+        "n_frames": int(im.size),
+        "n_atoms": atoms.n_atoms,
         "frames": {
             "model_total": int(model.n_frames),
             "reference_total": int(ref.n_frames),
@@ -493,40 +587,43 @@ def _compare_open(model, ref, *, by, shift_energy, position_tol, time_tol, plot_
         "position_tol": position_tol,
         "shift_energy": bool(shift_energy),
         "rfix": None if fixed is None else float(fixed.rfix),
-        "center": center,
-        "all": group(None),
-        "core": group(core_mask) if core_mask is not None else None,
-        "mobile": group(~core_mask) if core_mask is not None else None,
+        "center": center.metrics(fixed.center_id, forces) if center is not None else None,
+        "all": forces.group(None),
+        "core": forces.group(core) if core is not None else None,
+        "mobile": forces.group(~core) if core is not None else None,
         "per_element": per_element,
         "energy": energy,
         "energy_note": energy_note,
         "figures": {},
     }
-    if want_plots:
-        from nlmd import plots
 
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        figures = {}
-        if center_row is not None:
-            timed = bool(np.all(np.isfinite(mtimes)))
-            figures["center_force"] = str(
-                plots.plot_center_force(
-                    plot_dir / "center_force.png", mtimes if timed else ref.steps[ir],
-                    np.concatenate(trace_m), np.concatenate(trace_r),
-                    center_id=fixed.center_id, rfix=fixed.rfix, xlabel="time (ps)" if timed else "step",
-                )
+
+def _plot(plot_dir: Path, model, ref, im, ir, atoms: _Atoms, center: _CenterForce | None, parity: _ParitySample,
+          hist: _ErrorHistogram, per_element: dict) -> dict[str, str]:
+    """F_center(t) (with a fixed core), the force parity plot and the error histogram; their paths."""
+    from nlmd import plots
+
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    figures = {}
+    if center is not None:
+        mtimes = model.times[im]
+        timed = bool(np.all(np.isfinite(mtimes)))
+        figures["center_force"] = str(
+            plots.plot_center_force(
+                plot_dir / "center_force.png", mtimes if timed else ref.steps[ir],
+                np.concatenate(center.model), np.concatenate(center.ref),
+                center_id=atoms.fixed.center_id, rfix=atoms.fixed.rfix, xlabel="time (ps)" if timed else "step",
             )
-        pm = np.concatenate(parity_m) if parity_m else np.zeros((0, 3))
-        pr = np.concatenate(parity_r) if parity_r else np.zeros((0, 3))
-        sp = np.tile(species[parity_atoms], pm.shape[0] // max(1, parity_atoms.size))
-        labels = {_symbol(z): sp == z for z in np.unique(species)}
-        figures["parity"] = str(plots.plot_parity(plot_dir / "force_parity.png", pm, pr, labels, per_element))
-        edges, counts = hist.result()
-        figures["error_histogram"] = str(
-            plots.plot_error_histogram(plot_dir / "force_error_histogram.png", edges, counts, clipped=hist.clipped)
         )
-        report["figures"] = figures
-    return report
+    pm, pr = parity.arrays()
+    sp = np.tile(atoms.species[parity.atoms], pm.shape[0] // max(1, parity.atoms.size))
+    labels = {_symbol(z): sp == z for z in np.unique(atoms.species)}
+    figures["parity"] = str(plots.plot_parity(plot_dir / "force_parity.png", pm, pr, labels, per_element))
+    edges, counts = hist.result()
+    figures["error_histogram"] = str(
+        plots.plot_error_histogram(plot_dir / "force_error_histogram.png", edges, counts, clipped=hist.clipped)
+    )
+    return figures
 
 
 def _check_atoms(model, ref, ids_m, sp_m, ids_r, sp_r, where: str) -> None:
@@ -732,17 +829,7 @@ def write_report(report: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a report as JSON through a temporary file renamed into place (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique hidden name opened as open() does, so the report gets the umask's mode (mkstemp: 0600)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x") as fh:
-            json.dump(report, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json(path, report, allow_nan=False)
 
 
 def _f(x: float | None, scale: float = 1.0, fmt: str = "{:.4f}") -> str:
