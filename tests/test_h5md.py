@@ -267,9 +267,15 @@ def test_per_atom_series_bypass_the_chunk_cache(tmp_path):
     with TrajectoryWriter(path, flush_every=2) as w:
         for i in range(3):
             w.write(make_frame(i))
-        caches = {name: ds.id.get_access_plist().get_chunk_cache()[1] for name, ds in w._dsets.items()}
-    assert all(caches[name] == 0 for name in ("position", "velocity", "force", "energies", "species", "id"))
-    assert caches["box"] > 0 and caches["step"] > 0  # small partial chunks keep theirs
+        # the datasets the writer holds open, seen through HDF5's own list of open objects
+        from h5py import h5f, h5i
+
+        caches = {
+            h5i.get_name(d).decode().removeprefix("/particles/trajectory/"): d.get_access_plist().get_chunk_cache()[1]
+            for d in h5f.get_obj_ids(types=h5f.OBJ_DATASET) if Path(h5f.get_name(d).decode()) == path
+        }
+    assert all(caches[f"{name}/value"] == 0 for name in ("position", "velocity", "force", "energies", "species", "id"))
+    assert caches["box/edges/value"] > 0 and caches["position/step"] > 0  # small partial chunks keep theirs
     with TrajectoryReader(path) as r:
         np.testing.assert_array_equal(r.read("force"), np.stack([make_frame(i).forces for i in range(3)]))
         assert r.file["particles/trajectory/position/value"].attrs["unit"] == "Angstrom"
@@ -482,6 +488,12 @@ def test_mdanalysis_reads_the_file(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(u.trajectory.ts.forces, axis=1),
                                np.linalg.norm(frames[2].forces, axis=1) * factor, rtol=1e-5, atol=1e-4)
     u.trajectory.close()
+    # through a reader of its own: MDAnalysis's H5MD reader is left as it was, and "H5MD" is still it
+    from MDAnalysis.coordinates.H5MD import H5MDReader
+    from MDAnalysis.core._get_readers import get_reader_for
+
+    assert "eV Angstrom-1" not in H5MDReader._unit_translation["force"]
+    assert get_reader_for(str(path), format="H5MD") is H5MDReader
 
 
 def test_to_atoms(tmp_path):

@@ -23,12 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from ase.units import bar as BAR_TO_EV_A3  # 1 bar in eV/Angstrom^3 (LAMMPS metal pressure -> ASE stress)
 
 from nlmd.errors import InputError
 from nlmd.potential_dir import PotentialDirectory
-
-#: 1 bar in eV/Angstrom^3
-BAR_TO_EV_A3 = 1e5 / 1.602176634e-19 * 1e-30
 
 #: Angstrom of empty space between a non-periodic structure's atoms and its LAMMPS box
 PAD = 2.0

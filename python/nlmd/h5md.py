@@ -966,23 +966,36 @@ def to_atoms(frame: Frame, boundary: Sequence[str] = ("periodic", "periodic", "p
 
 
 def register_mdanalysis_units() -> None:
-    """Teach MDAnalysis the force unit "eV Angstrom-1" (and the energy-based names it lacks).
-
-    MDAnalysis's H5MD reader translates H5MD unit strings through ``H5MDReader._unit_translation``
-    and converts with :data:`MDAnalysis.units.conversion_factor`; neither knows eV-based forces, so
-    the reader raises on our files. This adds "eV/Angstrom" (1 kJ/(mol Angstrom) = 0.01036 eV/Angstrom)
-    to both. Calling it again does nothing.
+    """Teach MDAnalysis the force unit "eV/Angstrom" through its public unit tables
+    (:data:`MDAnalysis.units.conversion_factor`; 1 kJ/(mol Angstrom) = 0.01036 eV/Angstrom), so that its
+    readers convert eV-based forces. Calling it again does nothing.
     """
     from MDAnalysis import units
-    from MDAnalysis.coordinates.H5MD import H5MDReader
 
     per_kj_mol = units.energyUnit_factor["eV"]  # eV per kJ/mol
     for name in ("eV/Angstrom", "eV/A"):
         units.forceUnit_factor.setdefault(name, per_kj_mol)
         units.unit_types.setdefault(name, "force")
-    translation = H5MDReader._unit_translation["force"]
-    translation.setdefault("eV Angstrom-1", "eV/Angstrom")
-    translation.setdefault("eV A-1", "eV/Angstrom")
+
+
+_mdanalysis_reader: Any = None
+
+
+def mdanalysis_reader():
+    """MDAnalysis's H5MD reader for nlmd's files: a subclass whose own unit table also knows the H5MD force
+    unit "eV Angstrom-1" (MDAnalysis's reader does not, and raises on our files). MDAnalysis's reader and
+    its table stay as they are; the subclass has no ``format``, so it is registered for no file type and
+    :func:`open_mdanalysis` hands it to ``Universe.load_new`` as the reader class."""
+    global _mdanalysis_reader
+    if _mdanalysis_reader is None:
+        from MDAnalysis.coordinates.H5MD import H5MDReader
+
+        register_mdanalysis_units()
+        table = {kind: dict(names) for kind, names in H5MDReader._unit_translation.items()}
+        table["force"].update({"eV Angstrom-1": "eV/Angstrom", "eV A-1": "eV/Angstrom"})
+        _mdanalysis_reader = type("NlmdH5MDReader", (H5MDReader,), {"_unit_translation": table,
+                                                                   "__module__": __name__})
+    return _mdanalysis_reader
 
 
 def open_mdanalysis(path: str | os.PathLike, *, convert_units: bool = True, **kwargs: Any):
@@ -1003,7 +1016,6 @@ def open_mdanalysis(path: str | os.PathLike, *, convert_units: bool = True, **kw
     import MDAnalysis as mda
     from ase.data import chemical_symbols
 
-    register_mdanalysis_units()
     with TrajectoryReader(path) as r:
         n, ids, species = r.n_atoms, r.ids, r.species
         times = r.times
@@ -1017,7 +1029,7 @@ def open_mdanalysis(path: str | os.PathLike, *, convert_units: bool = True, **kw
     if steps.size and np.all(np.isfinite(steps)) and np.all(steps > 0):
         kwargs.setdefault("dt", float(np.median(steps)))
     rotations = _canonical_rotations(Path(path), boxes)
-    u.load_new(str(path), format="H5MD", convert_units=convert_units, **kwargs)
+    u.load_new(str(path), format=mdanalysis_reader(), convert_units=convert_units, **kwargs)
     if rotations is not None:
         u.trajectory.add_transformations(_Rotate(rotations))
     return u
