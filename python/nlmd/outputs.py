@@ -154,9 +154,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2) -> Path:
-    """Write ``data`` as JSON (``indent``, a final newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(data, indent=indent) + "\n")
+def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2, allow_nan: bool = True) -> Path:
+    """Write ``data`` as JSON (``indent``, a final newline) to ``path`` atomically (``allow_nan=False``: a
+    NaN or infinity raises ValueError before anything is written)."""
+    return write_text(path, json.dumps(data, indent=indent, allow_nan=allow_nan) + "\n")
 
 
 # --------------------------------------------------------------------------------------------------
