@@ -8,7 +8,8 @@ One module per job, in the order the data flows (ASE's ``Dynamics`` + observers 
                  order, plain numpy; extensions add experiment observables)
     loop.py      StreamedRun: the small run loop -- set-up, the final run, the per-step callback --
                  and the Observer hooks it calls
-    stopping.py  stopping early: the request, its agreement across ranks, SIGINT/SIGTERM
+    stopping.py  stopping early: the request, its agreement across ranks (in the final run and in the
+                 commands before it), SIGINT/SIGTERM
     failures.py  LAMMPS's errors made ours; an error on one of several ranks
     stream.py    TrajectoryStream: the observer that writes frames to the H5MD file
     progress.py  ProgressBar: the observer that draws the progress line

@@ -14,10 +14,8 @@ Stopping early: :meth:`StreamedRun.request_stop` (safe from a signal handler) se
 callback agrees on it across ranks and calls ``lammps_force_timeout``: LAMMPS finishes the current step
 and leaves the run as if its ``timer timeout`` had expired. The sample of that step (if any) is
 collected, observers are finished, and the caller closes the file: every frame taken is in it. The same
-holds in the input's own runs and minimisations before the final run (an equilibration): while the head
-executes, a watch fix (``fix nlmd_watch ... external``, no force, no energy) calls back at every step
-for the stop agreement only, and between two commands of the head the request is agreed too; a run
-stopped there never starts its final run (no file is written).
+holds in the input's own runs and minimisations before the final run (an equilibration; see
+:func:`~nlmd.md.stopping.execute_stoppable`); a run stopped there never starts its final run.
 """
 
 from __future__ import annotations
@@ -37,9 +35,9 @@ from nlmd.fixed_core import FixedCore, FixedCoreRules
 from nlmd.h5md import Frame
 from nlmd.md.failures import SAVE_SECONDS, RankFailures, input_failure, lammps_message, own_error_line
 from nlmd.md.inspect import InputState, RunSetup, inspect_input
-from nlmd.md.sampler import NEVER, FrameSampler
+from nlmd.md.sampler import FrameSampler
 from nlmd.md.script import InputScript
-from nlmd.md.stopping import StopRequest
+from nlmd.md.stopping import StopRequest, execute_stoppable
 from nlmd.outputs import world_comm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,8 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Observer", "RunResult", "StreamedRun", "DEFAULT_EXTENSIONS"]
 
-#: the fix that watches for a stop while the input's head executes (added once a box exists)
-FIX_WATCH = "nlmd_watch"
 #: the extensions a run looks for in its input unless told otherwise: each class's ``from_input(state)``
 #: returns an extension of the frame sampler, or None when the input does not follow its conventions
 DEFAULT_EXTENSIONS: tuple[Any, ...] = (FixedCoreRules,)
@@ -308,46 +304,13 @@ class StreamedRun:
             self.info = None
 
     def _execute_head(self) -> bool:
-        """Execute the input's head, command by command, stoppable; whether it ran to its end."""
-        lmp = self.lmp
-        watching = False
+        """Execute the input's head, stoppable (:func:`~nlmd.md.stopping.execute_stoppable`); whether it ran to its end."""
         try:
-            for chunk in self.script.head_chunks():
-                if not watching and lmp.extract_setting("box_exist"):
-                    self._watch()
-                    watching = True
-                lmp.commands_string(chunk)
-                watching = watching and lmp.has_id("fix", FIX_WATCH)  # gone after a `clear`
-                if self._error is not None:
-                    raise self._error
-                if self._stop.agree():
-                    return False
-            if watching:
-                lmp.command(f"unfix {FIX_WATCH}")
+            return execute_stoppable(self.lmp, self.script.head_chunks(), self._stop)
         except NlmdError:
             raise
         except Exception as exc:  # the lammps module raises plain Exception
             raise self._fail_input(exc, "before the final run") from exc
-        return True
-
-    def _watch(self) -> None:
-        from nlmd.runtime import commands
-
-        commands(self.lmp, [f"fix {FIX_WATCH} all external pf/callback 1 {NEVER}",
-                            f"fix_modify {FIX_WATCH} energy no virial no"], where="nlmd run: adding its watch fix")
-        self.lmp.set_fix_external_callback(FIX_WATCH, self._watch_callback)
-
-    def _watch_callback(self, caller, step, nlocal, tag, x, f) -> None:
-        """The watch fix's callback, at every step of the head's runs on every rank: agree on a stop."""
-        try:
-            if self._stop.agree():
-                self.lmp.force_timeout()
-        except BaseException as exc:  # noqa: BLE001 - ctypes would drop it; raised after the command
-            self._error = self._error or exc
-            try:
-                self.lmp.force_timeout()
-            except Exception:  # noqa: BLE001
-                pass
 
     # --- the final run --------------------------------------------------------------------------------
     def _callback(self, caller, step, nlocal, tag, x, f) -> None:

@@ -56,6 +56,7 @@ from nlmd.errors import SimulationError
 from nlmd.h5md import Frame
 from nlmd.md.failures import lammps_message
 from nlmd.md.inspect import RunSetup
+from nlmd.md.stopping import NEVER
 
 if TYPE_CHECKING:  # pragma: no cover
     import lammps
@@ -74,8 +75,6 @@ STATE_COLUMNS = ATOM_COLUMNS[:9]
 FIX_BOX, GROUP_PROBE = "nlmd_box", "nlmd_probe"
 #: box thermo keywords sampled with the global values (restricted triclinic: a=(lx,0,0), b=(xy,ly,0), c=(xz,yz,lz))
 BOX_KEYWORDS = ("lx", "ly", "lz", "xy", "xz", "yz")
-#: fix external's force-apply interval: it never adds anything, so make its (zero) force loop rare
-NEVER = 1_000_000_000
 
 
 def virial_stress(pressure: Sequence[float]) -> np.ndarray:

