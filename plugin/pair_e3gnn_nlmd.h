@@ -13,28 +13,22 @@
    image) becomes an edge to the local atom it images, with the image's displacement as edge vector, so
    small cells and non-consecutive atom ids work. Forces and the virial come from d(energy)/d(edge vector).
 
-   What it does differently from SevenNet's pair_e3gnn.cpp (which nlmd compiled before, see
-   docs/performance.md): torch's intra-op threads are set by the style (`threads N`, else NLMD_TORCH_THREADS,
-   else OMP_NUM_THREADS, else every core of the process, or one when the machine is already busy) instead of
-   inheriting LAMMPS's one OpenMP thread;
-   graph buffers are heap vectors reused from step to step (no edge-sized arrays on the stack); ghosts map to
+   What it does differently from SevenNet's pair_e3gnn.cpp (compiled into the same plugin as `e3gnn/sevenn`,
+   see pair_e3gnn_sevenn.h; docs/performance.md compares them): torch's intra-op threads are set by the style
+   (`threads N`, else NLMD_TORCH_THREADS, else OMP_NUM_THREADS, else every core of the process, or one when
+   the machine is already busy) instead of inheriting LAMMPS's one OpenMP thread; graph buffers are heap vectors reused from step to step (no edge-sized arrays on the stack); ghosts map to
    their local atom through a tag-indexed vector; forces and virial are summed in double precision; the
-   TorchScript executor is warmed up when the model is loaded; errors keep torch's message. */
+   TorchScript executor is warmed up when the model is loaded; errors keep torch's message.
+
+   The graph and the tally are PairE3GNNBase's (FOLD_GHOSTS), the model call nlmd::SerialModel's
+   (serial_model.h); this class adds the syntax, the checks of the model file and the torch threads. */
 #ifndef NLMD_PAIR_E3GNN_NLMD_H
 #define NLMD_PAIR_E3GNN_NLMD_H
 
 #include "pair_e3gnn_base.h"
+#include "serial_model.h"
 
-#include <torch/script.h>
-
-#include <cstdint>
-#include <memory>
 #include <string>
-#include <vector>
-
-namespace torch::inductor {
-class AOTIModelPackageLoader;
-}
 
 namespace LAMMPS_NS {
 
@@ -46,40 +40,17 @@ class PairE3GNNnlmd : public PairE3GNNBase {
   void settings(int, char **) override;
   void coeff(int, char **) override;
   void init_style() override;
-  double init_one(int, int) override;
 
  private:
-  torch::jit::Module model;                                      // TorchScript (or the package's fallback)
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;  // the AOTInductor package, when given
-  std::string model_path;
-  std::string fallback_path;    // TorchScript file for graphs the package does not take (empty: none)
-  torch::Device device;
-  double cutoff = 0.0;
-  double cutoff_sq = 0.0;
-  bool loaded = false;
+  nlmd::SerialModel model;
 
   int threads_keyword = 0;      // `pair_style e3gnn threads N`, 0: not given
   int nthreads = 1;             // torch intra-op threads used in compute()
   std::string threads_origin;
 
-  // graph buffers, reused from step to step
-  std::vector<int> local_of_tag;      // atom tag -> local index (this rank owns every atom)
-  std::vector<int64_t> node_species;
-  std::vector<int64_t> edge_src, edge_dst;
-  std::vector<float> edge_vec;
-
   void require_single_rank();
   void choose_threads();
-  void apply_threads();
-  void load_model(const std::string &path, bool oeq);
-  void load_package(const std::string &path);
-  void warm_up();
-  torch::IValue run_model(const torch::Tensor &species, const torch::Tensor &edge_index,
-                          const torch::Tensor &edge_vec, int64_t natoms);
-  // energy (scalar), per-atom energies [natoms] (when wanted) and d energy / d edge_vec [nedges, 3] on the CPU
-  void evaluate(const torch::Tensor &species, const torch::Tensor &edge_index, const torch::Tensor &edge_vec,
-                int64_t natoms, bool want_atomic, torch::Tensor &energy, torch::Tensor &atomic_energy,
-                torch::Tensor &dedr);
+  void load(const std::string &path, const nlmd::ModelMetadata &meta, std::string &kind);
 };
 
 }    // namespace LAMMPS_NS

@@ -9,15 +9,18 @@
    every periodic image of an atom is its own ghost node, filled by the same communication (also with
    itself on one rank), so no tag map, no consecutive ids and no special case for small cells is needed.
 
+   The graph and the tally are PairE3GNNBase's (GHOST_NODES), the layer-by-layer model call
+   nlmd::LayeredModel's (layered_model.h); this class adds the syntax, the checks of the layer files and the
+   exchange through LAMMPS's communication.
+
    Syntax (SevenNet's):  pair_style e3gnn/parallel
                          pair_coeff * * <num_layers> <deployed_parallel dir> <element of type 1> ...
    Requires newton_pair on and comm_style brick. */
 #ifndef NLMD_PAIR_E3GNN_PARALLEL_H
 #define NLMD_PAIR_E3GNN_PARALLEL_H
 
+#include "layered_model.h"
 #include "pair_e3gnn_base.h"
-
-#include <torch/script.h>
 
 #include <string>
 #include <vector>
@@ -32,7 +35,6 @@ class PairE3GNNParallel : public PairE3GNNBase {
   void settings(int, char **) override;
   void coeff(int, char **) override;
   void init_style() override;
-  double init_one(int, int) override;
 
   // per-atom feature (forward) and feature-gradient (reverse) exchange, comm_dim doubles per atom
   int pack_forward_comm(int, int *, double *, int, int *) override;
@@ -41,25 +43,21 @@ class PairE3GNNParallel : public PairE3GNNBase {
   void unpack_reverse_comm(int, int *, double *) override;
 
  private:
-  std::vector<torch::jit::Module> layers;    // one TorchScript module per message-passing layer
-  std::vector<std::string> layer_paths;
-  std::vector<int> boundary_dim;    // width of the node features handed from layer k to layer k+1
-  double cutoff = 0.0;
+  nlmd::LayeredModel model;
   int comm_size = 0;                // widest per-atom feature (metadata), sizes the comm buffers
-  torch::Device device;
-  std::string device_name;
 
   // exchange buffer: comm_dim doubles for every local and ghost atom, row = LAMMPS atom index
   std::vector<double> comm_buf;
   int comm_dim = 0;
 
-  void select_device();
-  void load_layers(const std::vector<std::string> &paths);
-  void probe_layers();
-  void exchange_features(const torch::Tensor &x_local, int nlocal, int nall,
-                         const std::vector<int> &ghost_atoms, torch::Tensor &x_ghost, int dim);
-  void exchange_gradients(const torch::Tensor &g_ghost, int nlocal, int nall,
-                          const std::vector<int> &ghost_atoms, torch::Tensor &g_local, int dim);
+  // nlmd::GhostExchange through Comm::forward_comm / reverse_comm; the ghost nodes are node_atom[nlocal:]
+  struct Exchange : nlmd::GhostExchange {
+    PairE3GNNParallel *pair;
+    explicit Exchange(PairE3GNNParallel *p) : pair(p) {}
+    void forward(const float *centres, int dim, float *ghosts) override;
+    void reverse(const float *ghosts, int dim, float *centres) override;
+  };
+  Exchange exchange{this};
   std::string model_description() const;
 };
 
