@@ -6,7 +6,26 @@
 #include "pair_e3gnn_parallel.h"
 #include "pair_e3gnn_sevenn.h"
 
+#include "error.h"
+#include "lammps.h"
+#include "library.h"
+#include "lmptype.h"
+
+#include <cstring>
+
 using namespace LAMMPS_NS;
+
+/* The integer sizes (bigint, tagint, imageint) this plugin was compiled with, by the same keywords as
+   lammps_extract_setting(): they fix the layout of LAMMPS's classes, so they must be those of the LAMMPS
+   that loads the plugin (CMakeLists.txt takes them from the LAMMPS::lammps target;
+   tests/test_plugin_build.py compares them with the library's). -1 for another keyword. */
+extern "C" __attribute__((visibility("default"))) int nlmd_plugin_integer_size(const char *keyword)
+{
+  if (strcmp(keyword, "bigint") == 0) return (int) sizeof(bigint);
+  if (strcmp(keyword, "tagint") == 0) return (int) sizeof(tagint);
+  if (strcmp(keyword, "imageint") == 0) return (int) sizeof(imageint);
+  return -1;
+}
 
 static Pair *e3gnn_creator(LAMMPS *lmp)
 {
@@ -26,6 +45,19 @@ static Pair *e3gnn_parallel_creator(LAMMPS *lmp)
 extern "C" void lammpsplugin_init(void *lmp, void *handle, void *regfunc)
 {
   auto register_plugin = (lammpsplugin_regfunc) regfunc;
+
+  // a plugin compiled with other integer sizes than the LAMMPS that loads it would read and write its
+  // atoms at the wrong offsets: refuse it (the settings are answered without an instance, LAMMPS checks
+  // the handle only after them)
+  for (const char *keyword : {"bigint", "tagint", "imageint"}) {
+    const int host = lammps_extract_setting(nullptr, keyword);
+    if (host != nlmd_plugin_integer_size(keyword))
+      ((LAMMPS *) lmp)
+          ->error->all(FLERR,
+                       "nlmdplugin.so was compiled for {}-byte {} ({}) but this LAMMPS uses {} bytes: build the "
+                       "plugin against the LAMMPS that loads it (docs/install.md)",
+                       nlmd_plugin_integer_size(keyword), keyword, NLMD_LAMMPS_SIZES, host);
+  }
   lammpsplugin_t plugin;
 
   plugin.version = NLMD_LAMMPS_VERSION;
