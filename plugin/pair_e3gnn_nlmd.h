@@ -16,9 +16,10 @@
    What it does differently from SevenNet's pair_e3gnn.cpp (compiled into the same plugin as `e3gnn/sevenn`,
    see pair_e3gnn_sevenn.h; docs/performance.md compares them): torch's intra-op threads are set by the style
    (`threads N`, else NLMD_TORCH_THREADS, else OMP_NUM_THREADS, else every core of the process, or one when
-   the machine is already busy) instead of inheriting LAMMPS's one OpenMP thread; graph buffers are heap vectors reused from step to step (no edge-sized arrays on the stack); ghosts map to
-   their local atom through a tag-indexed vector; forces and virial are summed in double precision; the
-   TorchScript executor is warmed up when the model is loaded; errors keep torch's message.
+   the machine is already busy) instead of inheriting LAMMPS's one OpenMP thread; graph buffers are heap
+   vectors reused from step to step (no edge-sized arrays on the stack); ghosts map to their local atom through
+   a tag-indexed vector; forces and virial are summed in double precision; the TorchScript executor is warmed
+   up when the model is loaded; errors keep torch's message.
 
    The graph and the tally are PairE3GNNBase's (FOLD_GHOSTS), the model call nlmd::SerialModel's
    (serial_model.h); this class adds the syntax, the checks of the model file and the torch threads. */

@@ -152,7 +152,8 @@ void PairE3GNNParallel::coeff(int narg, char **arg)
 
   std::string device_name;
   const nlmd::Device device = select_device(device_name);
-  call_model(true, [&](const std::string &file) { return fmt::format("pair_style e3gnn/parallel cannot load {}", file); },
+  call_model(true,
+             [&](const std::string &file) { return fmt::format("pair_style e3gnn/parallel cannot load {}", file); },
              [&] { model.load(paths, device, meta.get("oeq", "no") == "yes"); });
   // every rank probes the same, so a failure is reported by all of them
   call_model(true,
