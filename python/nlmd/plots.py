@@ -295,6 +295,7 @@ def plot_point_charges(out: str | os.PathLike, results: Mapping[str, Any]) -> di
     fig, ax = _figure(6.0, 4.0)
     ax.plot(dd, k / dd, color=_REF, ls="--", lw=1, label="k/d (pair energy)")
     ax.plot(dd, -k / dd, color=_REF, ls=":", lw=1, label="−k/d")
+    ax.plot(dd, -k / (2 * dd), color="gray", ls="-.", lw=0.8, label="−k/(2d): the reference's half")
     for p in results["potentials"]:
         r = rows(p["name"])
         colour = colours.get(p["name"], "gray")
