@@ -196,6 +196,7 @@ def fixed_core(crystal, elements, a, c, box, natoms, rfix, center, seed, min_dis
     )
     _write_cell(cell, files, summary_path, command_line(defaults=True))
 
+
 @command.command(name="point-charges")
 @click.option("--d", "d", type=float, required=True,
               help="Distance (Å) between the +1e particle at (5, 5, 12) and the -1e particle at (5, 5, 12 + d).")
