@@ -104,14 +104,19 @@ def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, s
 @click.option("--seed", type=int, default=None, help="Override the recipe's seed (configurations, split, SevenNet).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
 @click.option("--configs", type=click.IntRange(min=1), default=None,
-              help="Override the random configurations per training distance (three structures each).")
+              help="Override the random configurations per training distance (three structures each; paper: ~67).")
+@click.option("--lmax", type=click.IntRange(min=1), default=None, help="Override the recipe's l_max (paper: 3).")
+@click.option("--channel", type=click.IntRange(min=1), default=None,
+              help="Override the recipe's features per l (paper: 32).")
 def point_charges_train(budget: str, layers: tuple[int, ...], output: Path, ship_to: Path | None, jobs: int,
-                        seed: int | None, epochs: int | None, configs: int | None) -> None:
+                        seed: int | None, epochs: int | None, configs: int | None, lmax: int | None,
+                        channel: int | None) -> None:
     """Train SevenNet models of 3 and 5 layers on the paper's point-charge toy model (sevenn's trainer)."""
     from nlmd.experiments import point_charges as X
     from nlmd.outputs import command_line
 
-    recipe = X.with_seed(X.RECIPES[budget], seed, epochs, configs)
+    recipe = X.with_overrides(X.RECIPES[budget], seed=seed, epochs=epochs, configs=configs, lmax=lmax,
+                              channel=channel)
     X.train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=command_line(defaults=True))
 
 

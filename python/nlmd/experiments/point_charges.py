@@ -282,7 +282,6 @@ def format_table(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def with_seed(recipe: Recipe, seed: int | None, epochs: int | None, configs: int | None) -> Recipe:
-    """``recipe`` with the command line's overrides."""
-    changes = {k: v for k, v in (("seed", seed), ("epochs", epochs), ("configs", configs)) if v is not None}
-    return replace(recipe, **changes)
+def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
+    """``recipe`` with the command line's overrides (those not None)."""
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
