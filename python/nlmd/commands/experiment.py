@@ -12,32 +12,54 @@ def command() -> None:
     """The paper's experiments, run with nlmd's own commands (docs/experiment.md)."""
 
 
+def training_options(*, jobs: int, seeds: str):
+    """The options every training command shares: -o, --ship, --jobs, --seed, --epochs."""
+    options = [
+        click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Working directory: the training set (DIR/data/), SevenNet's runs (DIR/L<n>/)."),
+        click.option("--ship", "ship_to", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Where the checkpoints go, one directory per model [default: DIR/models]."),
+        click.option("--jobs", type=click.IntRange(min=1), default=jobs, show_default=True,
+                     help="Models trained at once (one thread each)."),
+        click.option("--seed", type=int, default=None, help=f"Override the recipe's seed ({seeds})."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs."),
+    ]
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def extra_models(specs: tuple[str, ...]) -> list:
+    """``--model NAME=DIR`` options as experiment models."""
+    from nlmd.errors import InputError
+    from nlmd.experiments.sro_rfix import Model
+
+    models = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--model {spec!r}: expected NAME=DIR, e.g. --model mine=potentials/mine")
+        models.append(Model.from_directory(name, path))
+    return models
+
+
 @command.command(name="sro-train")
 @click.option("--budget", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
               help="full: the recipe of the shipped models (~1 h on 2 cores); tiny: the same steps in seconds.")
 @click.option("--layers", type=click.IntRange(min=1), multiple=True, default=(1, 2, 3), show_default=True,
               help="Numbers of message-passing layers, one model each (repeatable).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Working directory: the training set, SevenNet's runs (DIR/L<n>/).")
-@click.option("--ship", "ship_to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the checkpoints go, one directory per model [default: DIR/models].")
-@click.option("--jobs", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Models trained at once (one thread each).")
-@click.option("--seed", type=int, default=None, help="Override the recipe's seed (MD velocities, split, SevenNet).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@training_options(jobs=3, seeds="MD velocities, split, SevenNet")
 def sro_train(budget: str, layers: tuple[int, ...], output: Path, ship_to: Path | None, jobs: int,
               seed: int | None, epochs: int | None) -> None:
     """Train SevenNet models of 1, 2, 3 layers on crystal MD of the SrO reference (sevenn's trainer)."""
-    from dataclasses import replace
-
-    from nlmd.experiments.training import RECIPES, train
+    from nlmd.experiments.training import RECIPES, train, with_overrides
     from nlmd.outputs import command_line
 
-    recipe = RECIPES[budget]
-    if seed is not None:
-        recipe = replace(recipe, seed=seed)
-    if epochs is not None:
-        recipe = replace(recipe, epochs=epochs)
+    recipe = with_overrides(RECIPES[budget], seed=seed, epochs=epochs)
     train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=command_line(defaults=True))
 
 
@@ -72,11 +94,7 @@ def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, s
     if seeds:
         chosen = replace(chosen, seeds=tuple(seeds))
     models = X.shipped_models(echo=click.echo) if shipped else []
-    for spec in extra:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--model {spec!r}: expected NAME=DIR, e.g. --model mine=potentials/mine")
-        models.append(X.Model.from_directory(name, path))
+    models += extra_models(extra)
     seven = X.REPO / "potentials/7net-0"
     if sevennet0 and chosen.sevennet0_cells:
         if not (seven / "manifest.json").is_file():
@@ -95,14 +113,7 @@ def sro_rfix(budget: str, output: Path, extra: tuple[str, ...], shipped: bool, s
               help="full: the recipe of the shipped models (about 1.5 h on 2 cores); tiny: the same steps in seconds.")
 @click.option("--layers", type=click.IntRange(min=1), multiple=True, default=(3, 5), show_default=True,
               help="Numbers of message-passing layers, one model each (repeatable).")
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Working directory: the data set (DIR/data/), SevenNet's runs (DIR/L<n>/).")
-@click.option("--ship", "ship_to", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the checkpoints go, one directory per model [default: DIR/models].")
-@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Models trained at once (one thread each).")
-@click.option("--seed", type=int, default=None, help="Override the recipe's seed (configurations, split, SevenNet).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the recipe's epochs.")
+@training_options(jobs=2, seeds="configurations, split, SevenNet")
 @click.option("--configs", type=click.IntRange(min=1), default=None,
               help="Override the random configurations per training distance (three structures each; paper: ~67).")
 @click.option("--lmax", type=click.IntRange(min=1), default=None, help="Override the recipe's l_max (paper: 3).")
@@ -115,8 +126,10 @@ def point_charges_train(budget: str, layers: tuple[int, ...], output: Path, ship
     from nlmd.experiments import point_charges as X
     from nlmd.outputs import command_line
 
-    recipe = X.with_overrides(X.RECIPES[budget], seed=seed, epochs=epochs, configs=configs, lmax=lmax,
-                              channel=channel)
+    from nlmd.experiments.training import with_overrides
+
+    recipe = with_overrides(X.RECIPES[budget], seed=seed, epochs=epochs, configs=configs, lmax=lmax,
+                            channel=channel)
     X.train(recipe, layers, output, ship_to, jobs=jobs, echo=click.echo, command=command_line(defaults=True))
 
 
@@ -137,22 +150,13 @@ def point_charges(budget: str, output: Path, extra: tuple[str, ...], shipped: bo
                   seed: int | None) -> None:
     """Figs. 2-4 of the paper: F(+1e, I) - F(+1e, II) against k/d² for d = 4-24 A, per model and the exact
     reference; prints the table and writes results.json and the figures."""
-    from dataclasses import replace
-
-    from nlmd.errors import InputError
     from nlmd.experiments import point_charges as X
-    from nlmd.experiments.sro_rfix import Model
+    from nlmd.experiments.training import with_overrides
     from nlmd.outputs import command_line
 
-    chosen = X.BUDGETS[budget]
-    changes = {k: v for k, v in (("pairs", pairs), ("seed", seed)) if v is not None}
-    chosen = replace(chosen, **changes)
+    chosen = with_overrides(X.BUDGETS[budget], pairs=pairs, seed=seed)
     models = X.shipped(echo=click.echo) if shipped else []
-    for spec in extra:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--model {spec!r}: expected NAME=DIR, e.g. --model mine=potentials/mine")
-        models.append(Model.from_directory(name, path))
+    models += extra_models(extra)
     results = X.probe(models, chosen, output, echo=click.echo, command=command_line(defaults=True))
     click.echo(X.format_table(results))
     click.echo(f"results: {output / 'results.json'}; figures: {', '.join(results['figures'].values())}")

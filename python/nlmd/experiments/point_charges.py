@@ -26,7 +26,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -281,7 +281,3 @@ def format_table(results: Mapping[str, Any]) -> str:
                      + (f" (first miss at {s['first_miss_A']} A)" if s["first_miss_A"] is not None else ""))
     return "\n".join(lines)
 
-
-def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
-    """``recipe`` with the command line's overrides (those not None)."""
-    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})

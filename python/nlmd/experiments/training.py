@@ -69,6 +69,13 @@ class Recipe(ModelSettings):
     input: str = "lammps_inputs/sro_crystal_nvt.in"
 
 
+def with_overrides(recipe, **overrides: Any):
+    """``recipe`` (any recipe dataclass) with the command line's overrides (those not None)."""
+    from dataclasses import replace
+
+    return replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
 #: budgets: ``full`` made the shipped models; ``tiny`` is the same code on a test budget
 RECIPES: dict[str, Recipe] = {
     "full": Recipe(),
