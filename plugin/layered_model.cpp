@@ -4,6 +4,7 @@
 #include "torch_graph.h"
 
 #include <c10/util/StringUtil.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -16,6 +17,8 @@ namespace nlmd {
 
 struct LayeredModel::Torch {
   std::vector<torch::jit::Module> layers;    // one TorchScript module per message-passing layer
+  // the compiled layers, when loaded: forward (the last: energy and gradients) and gradient packages
+  std::vector<std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> forward, gradient;
 };
 
 LayeredModel::LayeredModel() : torch_(std::make_unique<Torch>()) {}
@@ -38,6 +41,35 @@ void LayeredModel::load(const std::vector<std::string> &paths, Device device, bo
   }
   // as SevenNet's styles do: no graph-executor re-optimisation for every new graph size
   torch::jit::setGraphExecutorOptimize(false);
+}
+
+void LayeredModel::load_packages(const std::vector<std::string> &forward, const std::vector<std::string> &gradient)
+{
+  torch_->forward.clear();
+  torch_->gradient.clear();
+  package_paths_.clear();
+  if ((int) forward.size() != num_layers() || (int) gradient.size() != num_layers() - 1)
+    throw ModelError(forward.empty() ? "" : forward[0],
+                     c10::str("the compiled model has ", forward.size(), " layer package(s) and ", gradient.size(),
+                              " gradient package(s) for a model of ", num_layers(), " layers"),
+                     true);
+  auto open = [&](const std::string &p) {
+    try {
+      package_paths_.push_back(p);
+      return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p, "model");
+    } catch (...) {
+      torch_->forward.clear();
+      torch_->gradient.clear();
+      rethrow_as_model_error(p);
+    }
+  };
+  for (const auto &p : forward) torch_->forward.push_back(open(p));
+  for (const auto &p : gradient) torch_->gradient.push_back(open(p));
+}
+
+bool LayeredModel::compiled() const
+{
+  return !torch_->forward.empty();
 }
 
 void LayeredModel::probe(double cutoff, int comm_size)
@@ -121,6 +153,11 @@ void LayeredModel::evaluate(const Graph &graph, bool want_atomic, GhostExchange 
     return;
   }
 
+  if (compiled() && nlocal >= 2 && nghost >= 2 && nedges >= 2) {
+    evaluate_compiled(graph, want_atomic, exchange, out);
+    return;
+  }
+
   const torch::Device device = torch_device(device_);
   std::string at = paths_[0];
   try {
@@ -188,6 +225,70 @@ void LayeredModel::evaluate(const Graph &graph, bool want_atomic, GhostExchange 
     }
     copy_out(dEdr, out.dedr);
     out.energy = e_total.item<double>();
+  } catch (...) {
+    rethrow_as_model_error(at);
+  }
+}
+
+/* The compiled layers: forward packages first, layer by layer with the exchange of ghost features between
+   them, each keeping what its gradient package needs; the last layer's package gives the energy and the
+   gradients of its inputs; then the gradient packages, last layer first, each fed with the gradient of its
+   outputs: the next layer's gradient of its local features plus that of its ghost features summed on their
+   owners (reverse exchange). */
+void LayeredModel::evaluate_compiled(const Graph &graph, bool want_atomic, GhostExchange &exchange, Evaluation &out)
+{
+  const int nl = num_layers();
+  const int64_t nlocal = graph.nlocal;
+  const int64_t nghost = graph.num_nodes() - nlocal;
+  const torch::Device device = torch_device(device_);
+  std::string at = package_paths_[0];
+  try {
+    const auto types = long_view(graph.species, 0, nlocal).to(device);
+    const auto edges = edge_index(graph).to(device);
+    const auto vec = edge_vectors(graph).to(device);
+    std::vector<std::vector<torch::Tensor>> inputs(nl), saved(nl);
+    inputs[0] = {types, long_view(graph.species, nlocal, nghost).to(device), edges, vec};
+    for (int k = 0; k < nl - 1; k++) {
+      at = package_paths_[k];
+      auto res = torch_->forward[k]->run(inputs[k]);
+      const int dim = boundary_dim_[k];
+      if (res.size() < 2 || res[0].dim() != 2 || res[0].size(0) != nlocal || res[0].size(1) != dim)
+        throw std::runtime_error(c10::str(at, " gave ", res.size(), " outputs, the first of shape ",
+                                          res.empty() ? c10::IntArrayRef{} : res[0].sizes(), " where [", nlocal,
+                                          ", ", dim, "] features were expected"));
+      const auto xc = res[0].to(torch::kCPU, torch::kFloat32).contiguous();
+      auto xg = torch::empty({nghost, dim}, kFloat);
+      exchange.forward(xc.data_ptr<float>(), dim, xg.data_ptr<float>());
+      inputs[k + 1] = {res[0], xg.to(device), res[1], types, edges, vec};
+      saved[k].assign(res.begin() + 2, res.end());
+    }
+    at = package_paths_[nl - 1];
+    auto res = torch_->forward[nl - 1]->run(inputs[nl - 1]);
+    if ((int) res.size() != (nl > 1 ? 6 : 3))
+      throw std::runtime_error(c10::str(at, " gave ", res.size(), " outputs where ", nl > 1 ? 6 : 3,
+                                        " (energy, atomic energies, gradients) were expected"));
+    out.energy = res[0].to(torch::kCPU).reshape({}).item<double>();
+    if (want_atomic) copy_out(res[1].reshape({-1}), out.atomic_energy);
+    auto dedr = res[2];
+    // gradients of layer k's float inputs (local features, self-connection, ghost features)
+    torch::Tensor g_x, g_sc, g_ghost;
+    if (nl > 1) g_x = res[3], g_sc = res[4], g_ghost = res[5];
+    for (int k = nl - 1; k >= 1; k--) {
+      const int dim = boundary_dim_[k - 1];
+      const auto gc = g_ghost.to(torch::kCPU, torch::kFloat32).contiguous();
+      auto g_owned = torch::empty({nlocal, dim}, kFloat);
+      exchange.reverse(gc.data_ptr<float>(), dim, g_owned.data_ptr<float>());
+      at = package_paths_[nl + k - 1];
+      std::vector<torch::Tensor> args = inputs[k - 1];
+      args.insert(args.end(), saved[k - 1].begin(), saved[k - 1].end());
+      args.push_back(g_x + g_owned.to(device));
+      args.push_back(g_sc);
+      saved[k - 1].clear();
+      auto grads = torch_->gradient[k - 1]->run(args);
+      dedr = dedr + grads[0];
+      if (k > 1) g_x = grads[1], g_sc = grads[2], g_ghost = grads[3];
+    }
+    copy_out(dedr, out.dedr);
   } catch (...) {
     rethrow_as_model_error(at);
   }

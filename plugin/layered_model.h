@@ -14,7 +14,11 @@
    every layer is its own autograd graph. Backward, last layer first: the gradient of the layer's output with
    respect to its edge vectors is added to dE/d(edge_vec); the gradient with respect to its ghost features goes
    to the exchange, which sums it on the owners, and with the gradient with respect to the local features is
-   the gradient flowing into the previous layer's output. */
+   the gradient flowing into the previous layer's output.
+
+   Compiled layers (load_packages) follow the same order without autograd: the forward package of layer k
+   returns, besides its features, the intermediate tensors its gradient package takes back in the backward
+   pass, and the last layer's package gives the energy and all its gradients at once. */
 #ifndef NLMD_LAYERED_MODEL_H
 #define NLMD_LAYERED_MODEL_H
 
@@ -45,6 +49,13 @@ class LayeredModel {
   // the layer files, in order, on `device` (`oeq`: register the autograd of OpenEquivariance kernels)
   void load(const std::vector<std::string> &paths, Device device, bool oeq);
 
+  /* The layers compiled ahead of time (python/nlmd/aot_layers.py has the calling convention), for the device
+     given to load(): `forward[k]` and `gradient[k]` for every layer but the last, `forward.back()` the last
+     layer's package (energy and every gradient). Graphs with fewer than two local atoms, ghost atoms or
+     edges, which the packages are not compiled for, still go through the TorchScript layers. */
+  void load_packages(const std::vector<std::string> &forward, const std::vector<std::string> &gradient);
+  bool compiled() const;
+
   /* Runs the layers once on a three-atom graph (two centres, one ghost node): this learns the width of the
      features exchanged at every layer boundary (processes without atoms need it to take part in the
      exchange) and checks that the files form one model of a cutoff `cutoff` whose features fit in
@@ -59,8 +70,11 @@ class LayeredModel {
   void evaluate(const Graph &graph, bool want_atomic, GhostExchange &exchange, Evaluation &out);
 
  private:
+  void evaluate_compiled(const Graph &graph, bool want_atomic, GhostExchange &exchange, Evaluation &out);
+
   struct Torch;
   std::unique_ptr<Torch> torch_;
+  std::vector<std::string> package_paths_;
   std::vector<std::string> paths_;
   std::vector<int> boundary_dim_;
   Device device_;

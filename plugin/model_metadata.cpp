@@ -36,9 +36,11 @@ ModelMetadata read_model_metadata(const std::string &path)
       throw std::runtime_error(path + " is not an AOTInductor package (" + std::string(e.what()).substr(0, 200) +
                                ")");
     }
-    if (meta.get("nlmd_format", "") != kAotiFormat)
-      throw std::runtime_error(path + " has nlmd_format '" + meta.get("nlmd_format", "") + "', expected '" +
-                               kAotiFormat + "': compile it with `nlmd deploy --aot` of this nlmd version");
+    const std::string format = meta.get("nlmd_format", "");
+    if (format != kAotiFormat && format != kAotiLayerFormat)
+      throw std::runtime_error(path + " has nlmd_format '" + format + "', expected '" + kAotiFormat + "' (or '" +
+                               kAotiLayerFormat + "' for a layer): compile it with `nlmd deploy --aot` of this "
+                               "nlmd version");
   } else {
     try {
       caffe2::serialize::PyTorchStreamReader reader(path);
@@ -95,7 +97,7 @@ std::string check_serial_coeff(const ModelMetadata &meta, const std::vector<std:
   if (meta.get("model_type") != "E3_equivariant_model")
     return "pair_style " + style + ": " + meta.path + " has model_type '" + meta.get("model_type") +
         "', expected 'E3_equivariant_model'";
-  if (!meta.get("comm_size", "").empty())
+  if (!meta.get("comm_size", "").empty() || meta.get("nlmd_format", "") == kAotiLayerFormat)
     return "pair_style " + style + ": " + meta.path +
         " is one layer of a parallel deployment; use pair_style e3gnn/parallel, or deployed_serial.pt with " + style;
   if ((int) elements.size() != ntypes)

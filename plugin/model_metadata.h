@@ -11,6 +11,8 @@ namespace nlmd {
 
 // The calling convention of the AOTInductor packages `nlmd deploy --aot` writes (python/nlmd/aot.py)
 inline constexpr const char *kAotiFormat = "nlmd-e3gnn-aoti-1";
+// ... and of the per-layer packages of e3gnn/parallel (python/nlmd/aot_layers.py)
+inline constexpr const char *kAotiLayerFormat = "nlmd-e3gnn-parallel-aoti-1";
 
 // true for a file named *.pt2 (an AOTInductor package), false for a TorchScript archive
 bool is_aoti_package(const std::string &path);

@@ -30,6 +30,13 @@ std::string layer_file(const std::string &dir, int k)
   return (std::filesystem::path(dir) / ("deployed_parallel_" + std::to_string(k) + ".pt")).string();
 }
 
+// the compiled layers nlmd deploy writes beside them (python/nlmd/aot_layers.py): layer_<k>_forward.pt2 and
+// layer_<k>_gradient.pt2 for every layer but the last, layer_<last>.pt2
+std::string package_file(const std::string &dir, int k, const char *kind)
+{
+  return (std::filesystem::path(dir) / ("layer_" + std::to_string(k) + kind + ".pt2")).string();
+}
+
 // number of deployed_parallel_<k>.pt files with consecutive k from 0 in a directory
 int count_layer_files(const std::string &dir)
 {
@@ -46,11 +53,15 @@ PairE3GNNParallel::PairE3GNNParallel(LAMMPS *lmp) : PairE3GNNBase(lmp, "e3gnn/pa
   comm_reverse = 0;
 }
 
-void PairE3GNNParallel::settings(int narg, char ** /*arg*/)
+void PairE3GNNParallel::settings(int narg, char **arg)
 {
-  if (narg != 0)
-    error->all(FLERR, "pair_style e3gnn/parallel takes no arguments (the model is given by pair_coeff * * "
-                      "<num_layers> <deployed_parallel dir> <elements>)");
+  use_packages = true;
+  if (narg == 1 && strcmp(arg[0], "torchscript") == 0)
+    use_packages = false;
+  else if (narg != 0)
+    error->all(FLERR, "pair_style e3gnn/parallel takes no argument but the optional keyword `torchscript` (run "
+                      "the TorchScript layers even where compiled ones exist); the model is given by pair_coeff * * "
+                      "<num_layers> <deployed_parallel dir> <elements>");
 }
 
 void PairE3GNNParallel::coeff(int narg, char **arg)
@@ -155,6 +166,48 @@ void PairE3GNNParallel::coeff(int narg, char **arg)
   call_model(true,
              [&](const std::string &file) { return fmt::format("pair_style e3gnn/parallel cannot load {}", file); },
              [&] { model.load(paths, device, meta.get("oeq", "no") == "yes"); });
+  // the compiled layers, when the directory has them for every layer (and the input did not opt out)
+  std::vector<std::string> forward, gradient;
+  if (use_packages && std::filesystem::is_directory(where)) {
+    for (int k = 0; k < nlayers; k++) {
+      const bool last = k == nlayers - 1;
+      forward.push_back(package_file(where, k, last ? "" : "_forward"));
+      if (!last) gradient.push_back(package_file(where, k, "_gradient"));
+    }
+    bool all = true;
+    for (const auto &p : forward) all = all && std::filesystem::is_regular_file(p);
+    for (const auto &p : gradient) all = all && std::filesystem::is_regular_file(p);
+    if (!all) forward.clear(), gradient.clear();
+  }
+  std::string kind = "TorchScript";
+  if (!forward.empty()) {
+    nlmd::ModelMetadata pm;
+    try {
+      pm = nlmd::read_model_metadata(forward[0]);
+    } catch (const std::exception &e) {
+      error->all(FLERR, "pair_style e3gnn/parallel cannot use the compiled layers: {}", e.what());
+    }
+    if (pm.get("nlmd_format", "") != nlmd::kAotiLayerFormat)
+      error->all(FLERR, "pair_style e3gnn/parallel: {} has nlmd_format '{}', expected '{}'", forward[0],
+                 pm.get("nlmd_format", ""), nlmd::kAotiLayerFormat);
+    if (pm.cutoff != meta.cutoff || pm.species != meta.species)
+      error->all(FLERR,
+                 "pair_style e3gnn/parallel: {} and {} disagree on cutoff or species: the compiled layers are not "
+                 "those of this deployment; deploy again (nlmd deploy), or use `pair_style e3gnn/parallel "
+                 "torchscript`",
+                 forward[0], meta.path);
+    const std::string dev = pm.get("device", "cpu");
+    if (dev != (device.is_cuda() ? "cuda" : "cpu"))
+      error->all(FLERR,
+                 "pair_style e3gnn/parallel: the compiled layers in {} are for device '{}' but this run uses the {}; "
+                 "deploy again on this kind of node (nlmd deploy), or use `pair_style e3gnn/parallel torchscript`",
+                 where, dev, device_name);
+    call_model(true,
+               [&](const std::string &file) { return fmt::format("pair_style e3gnn/parallel cannot load {}", file); },
+               [&] { model.load_packages(forward, gradient); });
+    kind = fmt::format("AOTInductor packages for {} ({})", pm.get("AOTI_CPU_ISA", dev), dev);
+  }
+
   // every rank probes the same, so a failure is reported by all of them
   call_model(true,
              [&](const std::string &file) {
@@ -165,9 +218,10 @@ void PairE3GNNParallel::coeff(int narg, char **arg)
   if (comm->me == 0) {
     utils::logmesg(lmp,
                    "e3gnn/parallel: {} layer(s) from {} (SevenNet {}, {} precision, cutoff {} A, comm_size {}, "
-                   "{} species, deployed {}); features per layer boundary: {}; device {}; types:{}\n",
+                   "{} species, deployed {}); features per layer boundary: {}; device {}; layers run as {}; "
+                   "types:{}\n",
                    nlayers, where, meta.get("version"), meta.get("dtype"), cutoff, comm_size, meta.species.size(),
-                   meta.get("time"), model_description(), device_name, types);
+                   meta.get("time"), model_description(), device_name, kind, types);
   }
 }
 

@@ -13,8 +13,10 @@
    nlmd::LayeredModel's (layered_model.h); this class adds the syntax, the checks of the layer files and the
    exchange through LAMMPS's communication.
 
-   Syntax (SevenNet's):  pair_style e3gnn/parallel
+   Syntax (SevenNet's):  pair_style e3gnn/parallel [torchscript]
                          pair_coeff * * <num_layers> <deployed_parallel dir> <element of type 1> ...
+   When the directory also holds the layers compiled by `nlmd deploy` (layer_<k>_forward.pt2 ..., for the
+   device of this run), they run instead of the TorchScript files; `torchscript` keeps the TorchScript files.
    Requires newton_pair on and comm_style brick. */
 #ifndef NLMD_PAIR_E3GNN_PARALLEL_H
 #define NLMD_PAIR_E3GNN_PARALLEL_H
@@ -45,6 +47,7 @@ class PairE3GNNParallel : public PairE3GNNBase {
  private:
   nlmd::LayeredModel model;
   int comm_size = 0;                // widest per-atom feature (metadata), sizes the comm buffers
+  bool use_packages = true;         // run the compiled layers when the deployment has them
 
   // exchange buffer: comm_dim doubles for every local and ghost atom, row = LAMMPS atom index
   std::vector<double> comm_buf;

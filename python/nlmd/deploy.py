@@ -243,6 +243,7 @@ def deploy(
     *,
     parallel: bool = True,
     aot: bool = True,
+    aot_layers: bool = True,
     device: str = "auto",
     force: bool = False,
     verify: bool = True,
@@ -255,7 +256,9 @@ def deploy(
     ``pair_style e3gnn`` uses it; if that compilation fails the directory keeps TorchScript only and the
     reason is echoed and kept in the manifest. ``device`` (``auto``, ``cpu``, ``cuda``) is where the
     package will run; it is compiled there (``auto``: CUDA when this torch has a GPU) and recorded as
-    ``aot.device``."""
+    ``aot.device``. With ``aot`` and ``aot_layers`` the layers of the parallel model are compiled too
+    (``deployed_parallel/layer_*.pt2``, nlmd.aot_layers; minutes more) and ``pair_style e3gnn/parallel`` runs
+    them; a failure leaves the TorchScript layers, with the reason in the manifest (``parallel.aot_failure``)."""
     if out is not None:  # before the (slow) checkpoint
         check_lammps_word(Path(out).resolve(), "the potential directory")
     checkpoint, pretrained = resolve_checkpoint(model)
@@ -282,6 +285,13 @@ def deploy(
             except ModelError as exc:
                 aot_failure = str(exc)
                 echo(f"warning: {aot_failure}; the potential uses the TorchScript model (slower)")
+        layers_summary, layers_failure = None, None
+        if parallel and aot and aot_layers:
+            try:
+                layers_summary = compile_aot_layers(checkpoint, tmp / PARALLEL_DIR, device=device, echo=echo)
+            except ModelError as exc:
+                layers_failure = str(exc)
+                echo(f"warning: {layers_failure}; e3gnn/parallel uses the TorchScript layers (slower)")
         if parallel:
             files += sorted(f"{PARALLEL_DIR}/{p.name}" for p in (tmp / PARALLEL_DIR).iterdir())
             comm_size = _read_extra(tmp / PARALLEL_DIR / "deployed_parallel_0.pt", "comm_size")
@@ -298,7 +308,8 @@ def deploy(
             "files": files,
             "aot": aot_summary,
             **({"aot_failure": aot_failure} if aot_failure else {}),
-            "parallel": {"dir": PARALLEL_DIR, "comm_size": int(comm_size), "pair_style": "e3gnn/parallel"}
+            "parallel": {"dir": PARALLEL_DIR, "comm_size": int(comm_size), "pair_style": "e3gnn/parallel",
+                         "aot": layers_summary, **({"aot_failure": layers_failure} if layers_failure else {})}
             if parallel
             else None,
             "provenance": {
@@ -382,6 +393,26 @@ def compile_aot(checkpoint: Path, out: Path, *, device: str = "auto", echo: Call
     target = summary.get("gpu") or summary["cpu_isa"] or "this CPU"
     echo(f"compiled in {summary['export_s'] + summary['compile_s']:.0f} s for {summary['device']} ({target}); "
          f"package vs SevenNet's model: {summary['check_rel_dedr_diff']:.1e} (relative, energy gradient)")
+    return summary
+
+
+def compile_aot_layers(checkpoint: Path, directory: Path, *, device: str = "auto",
+                       echo: Callable[[str], None] = print) -> dict:
+    """Compile every layer of the parallel model into AOTInductor packages in ``directory`` (deployed_parallel/,
+    nlmd.aot_layers), in a child process for the reason given in export_torchscript(); return the compiler's
+    summary (aot_layers.json) or raise ModelError."""
+    echo("compiling the parallel model's layers ahead of time with AOTInductor (minutes; --no-aot-layers skips)")
+    cmd = [sys.executable, "-m", "nlmd.aot_layers", str(checkpoint), str(directory), "--device", device]
+    proc = _run_child(cmd)
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        err = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        for p in directory.glob("layer_*.pt2"):
+            p.unlink()
+        raise ModelError(f"AOTInductor could not compile the layers of {checkpoint}: {err[-1] if err else 'no message'}")
+    summary = json.loads(lines[-1])
+    echo(f"compiled {len(summary['layers'])} layers in {summary['total_s']:.0f} s for {summary['device']}; "
+         f"packages vs SevenNet's layers: {summary['check_rel_diff']:.1e} (relative)")
     return summary
 
 
