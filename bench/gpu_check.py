@@ -143,7 +143,9 @@ def cmd_parallel(args) -> dict | None:
         return None
     ref = np.load(args.reference)
     df = float(np.abs(got.forces - ref["forces"]).max())
-    return {"ranks": comm.size, "atoms": len(atoms), "max_force_diff_vs_serial": df,
+    log = Path(args.log).read_text(errors="replace") if args.log and Path(args.log).exists() else ""
+    layers = "compiled" if "layers run as AOTInductor" in log else "torchscript" if "layers run as" in log else "?"
+    return {"ranks": comm.size, "atoms": len(atoms), "layers": layers, "max_force_diff_vs_serial": df,
             "energy_diff": abs(got.energy - float(ref["energy"])), "tolerance": args.tol, "ok": df <= args.tol}
 
 

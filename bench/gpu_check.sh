@@ -17,6 +17,8 @@
 #   timing_*  LAMMPS vs ASE's SevenNetCalculator, NVE: first evaluation, steady s/step, ns/day, peak memory
 #   deploy_aot, serial_aot, timing_aot_*  the same with the AOTInductor package compiled for the device
 #   tests     pytest tests/test_gpu.py (its `gpu` tests run only with CUDA)
+#   deploy_layers, parallel_aot  the parallel model's layers compiled for the device (nlmd.aot_layers), and
+#             e3gnn/parallel on 2 ranks through them vs serial e3gnn
 # NLMD_CHECK_INSTALLED=1 skips install and build (uses the nlmd installed for $PYTHON): a development aid.
 # Writes $OUT/gpu_check.json (rewritten after every step, so a run cut short still leaves what it did).
 set -uo pipefail
@@ -183,6 +185,12 @@ step timing_ts_big 180 "$PY" "$ROOT/bench/gpu_check.py" timing "$POT" --device "
 # last: the tests compile their own tiny package (for CUDA there), the longest step whose result the ones
 # above do not need
 step tests 240 "$PY" -m pytest -q -p no:cacheprovider "$ROOT/tests/test_gpu.py"
+# the parallel model's layers compiled for the device (nlmd.aot_layers, what `nlmd deploy` adds by default),
+# then e3gnn/parallel on 2 ranks again: now through the compiled layers
+CKPT=$("$PY" -c 'from sevenn.util import pretrained_name_to_path as p; print(p("7net-0"))' 2>/dev/null)
+step deploy_layers 300 "$PY" -m nlmd.aot_layers "$CKPT" "$POT/deployed_parallel" --device "$DEVICE"
+step parallel_aot 120 "$MPIRUN" -np 2 "$PY" "$ROOT/bench/gpu_check.py" parallel "$POT" --reference "$S/serial.npz" \
+  --log "$S/log/parallel_aot.lammps"
 summarize
 cp "$S"/log/*.lammps "$OUT"/ 2>/dev/null || true
 echo "wrote $OUT/gpu_check.json ($(elapsed) s)"

@@ -1,17 +1,18 @@
 """Is `mpirun -np 2` faster than one rank? pair_style e3gnn/parallel on 2 ranks against the serial package.
 
 Default (`--mode package`, issue 13): SevenNet-0 through a deployed potential directory (`nlmd deploy`,
-default potentials/7net-0), a displaced rocksalt SrO cell of 5x5x5 conventional cells (1000 atoms), one
-torch thread per rank. Runs, repeated in rounds and interleaved so that each round sees about the same load:
-  - 1 rank, `e3gnn` with the AOTInductor package (deployed_serial.pt2): what one rank runs today;
+default potentials/7net-0, which must hold the compiled layers deployed_parallel/layer_*.pt2), a displaced
+rocksalt SrO cell of 5x5x5 conventional cells (1000 atoms), one torch thread per rank. Runs, repeated in
+rounds and interleaved so that each round sees about the same load:
+  - 1 rank, `e3gnn` with the AOTInductor package (deployed_serial.pt2): the fastest one-rank choice;
   - 1 rank, `e3gnn` with the TorchScript file (deployed_serial.pt);
-  - 1 rank, `e3gnn/parallel` (TorchScript per layer, no partner to exchange with);
-  - 2 ranks, `e3gnn/parallel`.
+  - 1 rank, `e3gnn/parallel` with the compiled layers (no partner to exchange with);
+  - 2 ranks, `e3gnn/parallel` with the compiled layers (what pair.lmp runs on 2 ranks);
+  - 2 ranks, `e3gnn/parallel torchscript` (the TorchScript layers: what 2 ranks ran before the compiled ones).
 For each: wall s/step (LAMMPS loop time / steps), CPU s/step per rank (loop time x LAMMPS's "% CPU use"),
-and LAMMPS's timer breakdown. The CPU times split the 2-rank-vs-package ratio into its factors: the
-compiled package against TorchScript (same graph), the per-layer split against the whole model (1 rank),
-and what the second rank gives. The last line printed is the ratio: 1-rank package s/step over 2-rank
-e3gnn/parallel s/step (target >= 1.6).
+and LAMMPS's timer breakdown. The CPU times split the 2-rank-vs-package ratio into its factors: the compiled
+layers against the compiled whole model (1 rank), and what the second rank gives. The last line printed is
+the ratio: 1-rank package s/step over 2-rank e3gnn/parallel (compiled layers) s/step (target >= 1.6).
 
     python bench/parallel_scaling.py                            # SevenNet-0, 1000 atoms, 2 rounds
     python bench/parallel_scaling.py --reps 6 --rounds 3 --steps 3
@@ -155,19 +156,23 @@ def package_vs_parallel(args) -> int:
     """1-rank e3gnn (package, TorchScript), 1- and 2-rank e3gnn/parallel; one thread per rank; in rounds."""
     pot = args.potential.resolve()
     manifest = json.loads((pot / "manifest.json").read_text())
-    if not manifest.get("aot") or not manifest.get("parallel"):
-        raise SystemExit(f"{pot} needs the AOTInductor package and the parallel deployment (nlmd deploy)")
+    layer_files = sorted((pot / "deployed_parallel").glob("layer_*.pt2"))
+    if not manifest.get("aot") or not manifest.get("parallel") or not layer_files:
+        raise SystemExit(f"{pot} needs the AOTInductor package, the parallel deployment and its compiled layers "
+                         "(deployed_parallel/layer_*.pt2): nlmd deploy")
     reps, steps = args.reps or 5, args.steps or 2
     work = args.work / "package"
     work.mkdir(parents=True, exist_ok=True)
     data = work / f"sro_{reps}.data"
     natoms = build_cell(reps, data)
     layers = manifest["num_layers"]
+    par = f"pair_coeff * * {layers} {pot}/deployed_parallel Sr O"
     configs = [
         ("e3gnn package, 1 rank", 1, f"pair_style e3gnn\npair_coeff * * {pot}/deployed_serial.pt2 Sr O"),
         ("e3gnn TorchScript, 1 rank", 1, f"pair_style e3gnn\npair_coeff * * {pot}/deployed_serial.pt Sr O"),
-        ("e3gnn/parallel, 1 rank", 1, None),
-        ("e3gnn/parallel, 2 ranks", 2, None),
+        ("e3gnn/parallel compiled, 1 rank", 1, f"pair_style e3gnn/parallel\n{par}"),
+        ("e3gnn/parallel compiled, 2 ranks", 2, f"pair_style e3gnn/parallel\n{par}"),
+        ("e3gnn/parallel TorchScript, 2 ranks", 2, f"pair_style e3gnn/parallel torchscript\n{par}"),
     ]
     model = {"layers": layers, "dir": pot / "deployed_parallel"}
     print(f"cell: SrO {reps}^3 conventional cells, {natoms} atoms; {manifest['name']}; 1 thread per rank; "
@@ -180,7 +185,7 @@ def package_vs_parallel(args) -> int:
             r["load_average"] = os.getloadavg()[0]
             runs[key].append(r)
             t = r["timers_avg_s_per_step"]
-            print(f"round {rnd}  {key:26s}: {r['s_per_step']:7.2f} s/step wall, {r['cpu_s_per_step'] or 0:7.2f} s CPU "
+            print(f"round {rnd}  {key:36s}: {r['s_per_step']:7.2f} s/step wall, {r['cpu_s_per_step'] or 0:7.2f} s CPU "
                   f"per rank  (Pair {t.get('Pair', 0):.2f}, Comm {t.get('Comm', 0):.3f}, Neigh {t.get('Neigh', 0):.3f}; "
                   f"{r['nlocal_ave']:.0f} local + {r['nghost_ave']:.0f} ghost per rank; load {r['load_average']:.1f})",
                   flush=True)
@@ -188,7 +193,7 @@ def package_vs_parallel(args) -> int:
     def med(key, field):
         return float(np.median([r[field] for r in runs[key]]))
 
-    pkg, ts, par1, par2 = (key for key, _, _ in configs)
+    pkg, ts, par1, par2, par2_ts = (key for key, _, _ in configs)
     summary = {
         "natoms": natoms, "potential": str(pot), "steps": steps, "rounds": args.rounds, "runs": runs,
         "median_s_per_step": {k: med(k, "s_per_step") for k in runs},
@@ -197,18 +202,21 @@ def package_vs_parallel(args) -> int:
     c = summary["median_cpu_s_per_step"]
     summary["factors_cpu"] = {
         "package_over_torchscript": c[pkg] / c[ts],
-        "parallel_1rank_over_torchscript": c[par1] / c[ts],
+        "compiled_layers_1rank_over_package": c[par1] / c[pkg],
         "parallel_2rank_per_rank_over_1rank": c[par2] / c[par1],
     }
     w = summary["median_s_per_step"]
+    summary["ratio_torchscript_layers_2rank_over_compiled_2rank"] = w[par2_ts] / w[par2]
     summary["ratio_package_1rank_over_parallel_2rank"] = w[pkg] / w[par2]
     (work / "summary.json").write_text(json.dumps(summary, indent=2))
     f = summary["factors_cpu"]
-    print(f"CPU time per step, medians: package {c[pkg]:.2f} s, TorchScript {c[ts]:.2f} s, e3gnn/parallel 1 rank "
-          f"{c[par1]:.2f} s, 2 ranks {c[par2]:.2f} s per rank")
-    print(f"factors (CPU time): package / TorchScript {f['package_over_torchscript']:.2f}; e3gnn/parallel on 1 rank / "
-          f"TorchScript {f['parallel_1rank_over_torchscript']:.2f}; per rank, 2 ranks / 1 rank "
+    print(f"CPU time per step, medians: package {c[pkg]:.2f} s, TorchScript {c[ts]:.2f} s, compiled layers 1 rank "
+          f"{c[par1]:.2f} s, 2 ranks {c[par2]:.2f} s per rank, TorchScript layers 2 ranks {c[par2_ts]:.2f} s per rank")
+    print(f"factors (CPU time): package / TorchScript {f['package_over_torchscript']:.2f}; compiled layers on 1 rank / "
+          f"package {f['compiled_layers_1rank_over_package']:.2f}; per rank, 2 ranks / 1 rank "
           f"{f['parallel_2rank_per_rank_over_1rank']:.2f}")
+    print(f"2 ranks, compiled layers vs TorchScript layers: "
+          f"{summary['ratio_torchscript_layers_2rank_over_compiled_2rank']:.2f}x faster (wall)")
     print(f"summary: {work / 'summary.json'}")
     print(f"2-rank e3gnn/parallel vs 1-rank e3gnn package ({natoms} atoms, 1 thread per rank): "
           f"{summary['ratio_package_1rank_over_parallel_2rank']:.2f}x faster (target 1.6; wall time, medians of "
@@ -221,7 +229,7 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=["package", "ghosts"], default="package")
     p.add_argument("--potential", type=Path, default=Path(__file__).resolve().parent.parent / "potentials" / "7net-0",
                    help="(package) a potential directory with deployed_serial.pt2 and deployed_parallel/")
-    p.add_argument("--rounds", type=int, default=2, help="(package) rounds of the four runs")
+    p.add_argument("--rounds", type=int, default=2, help="(package) rounds of the five runs")
     p.add_argument("--models", nargs="+", default=["tiny", "7net-0"], help="(ghosts) tiny and/or 7net-0")
     p.add_argument("--reps", type=int, default=None,
                    help="conventional cells per edge (default 5 = 1000 atoms; ghosts: 8 = 4096 atoms)")
