@@ -28,9 +28,13 @@ def test_deploy_writes_a_verified_potential_directory(tiny_potential, tiny_check
     for key in ("sevenn_version", "torch_version", "lammps_version", "date"):
         assert m["provenance"][key]
     assert m["verification"]["max_force_diff"] <= 1e-4
-    assert sorted(m["files"]) == ["deployed_parallel/deployed_parallel_0.pt", "deployed_parallel/deployed_parallel_1.pt",
+    assert sorted(m["files"]) == ["deployed_parallel/aot_layers.json", "deployed_parallel/deployed_parallel_0.pt",
+                                  "deployed_parallel/deployed_parallel_1.pt", "deployed_parallel/layer_0_forward.pt2",
+                                  "deployed_parallel/layer_0_gradient.pt2", "deployed_parallel/layer_1.pt2",
                                   "deployed_serial.pt", "deployed_serial.pt2"]
     assert m["aot"]["file"] == "deployed_serial.pt2" and m["aot"]["check_rel_dedr_diff"] <= 1e-4
+    # the layers of e3gnn/parallel, compiled by default beside the serial package
+    assert m["parallel"]["aot"]["check_rel_diff"] <= 1e-4 and len(m["parallel"]["aot"]["layers"]) == 2
     pair = (tiny_potential / "pair.lmp").read_text()
     assert "pair_coeff * * ${potential}/deployed_serial.pt2 ${elements}" in pair
     assert "pair_coeff * * 2 ${potential}/deployed_parallel ${elements}" in pair
