@@ -55,10 +55,18 @@ def command(input_path: Path, output: Path, every: int | None, variables: tuple[
     try:
         summary = stream_trajectory(input_path, output, every=every, variables=var, quiet=quiet, force=force, log=log,
                                     command=command_line(ranks=comm.Get_size()), energies=not no_energies, comm=comm)
-    except NlmdError:
-        if rank != 0:  # rank 0 reports it; the others just fail
-            sys.exit(1)
-        raise
+    except NlmdError as exc:
+        if comm.Get_size() == 1:
+            raise
+        # every rank failed (an error of one rank alone ends the job in nlmd.md.failures): rank 0 reports it,
+        # and no rank exits before it has, or mpirun may end rank 0 mid-report on another rank's exit status
+        # and the error is lost (seen: both ranks exited 1 with nothing on stderr)
+        from nlmd.md.failures import wait_request
+
+        if rank == 0:
+            click.echo(f"nlmd: error: {exc}", err=True)
+        wait_request(comm.Ibarrier(), 30.0)
+        sys.exit(1)
     if rank != 0:
         sys.exit(summary.get("exit_status", 0))
     status = summary["status"]

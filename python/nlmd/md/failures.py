@@ -75,7 +75,7 @@ def own_error_line(log_text: str) -> str | None:
     return None
 
 
-def _wait(request, seconds: float, *, result: bool = False):
+def wait_request(request, seconds: float, *, result: bool = False):
     """Poll an MPI request for up to ``seconds``: whether it completed (or its object, with ``result``)."""
     t_end = time.monotonic() + seconds
     while True:
@@ -134,13 +134,13 @@ class RankFailures:
         comm = self._comm
         if self.size == 1 or comm is None:
             return
-        if _wait(comm.Ibarrier(), AGREE_SECONDS):
+        if wait_request(comm.Ibarrier(), AGREE_SECONDS):
             return
         message = str(error) if isinstance(error, NlmdError) else f"{type(error).__name__}: {error}"
         if self.rank != 0:
             sent = comm.isend(message, dest=0, tag=_FAIL_TAG)  # noqa: F841 - kept alive until the abort
             reply = comm.irecv(source=0, tag=_SAVED_TAG)
-            saved = _wait(reply, SAVE_SECONDS, result=True)
+            saved = wait_request(reply, SAVE_SECONDS, result=True)
             if saved:
                 count, path = saved
                 message += f"; {count} frames were written to {path}" if path else ""
