@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 AOT_FILE = "deployed_serial.pt2"
@@ -51,13 +52,33 @@ def _serial_model(checkpoint: str):
     model = cp.build_model(enable_cueq=False, enable_flash=False, enable_oeq=False)
     if "force_output" in model._modules:
         model.delete_module_by_key("force_output")
+    return for_inference(model), cp.config
+
+
+def for_inference(model):
+    """A SevenNet model (or parallel part) set up as its deployment runs it: type indices given directly, one
+    graph, evaluation mode, no parameter gradients. Returns ``model``."""
     if hasattr(model, "eval_type_map"):
         model.eval_type_map = False
     model.set_is_batch_data(False)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, cp.config
+    return model
+
+
+@contextmanager
+def symbolic_sizes():
+    """make_fx's symbolic tracing with duck shaping off: a dynamic size that happens to equal a static one (a
+    channel count) stays symbolic."""
+    import torch.fx.experimental._config as fx_config
+
+    old = fx_config.use_duck_shape
+    fx_config.use_duck_shape = False
+    try:
+        yield
+    finally:
+        fx_config.use_duck_shape = old
 
 
 def _patch_message_gather() -> None:
@@ -157,7 +178,6 @@ def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str 
     (``cpu``, ``cuda``, or ``auto``: CUDA when there is a GPU); return timings and the largest force
     difference between the package and the Python model on two graphs."""
     import torch
-    import torch.fx.experimental._config as fx_config
     from torch.export import Dim
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -172,15 +192,9 @@ def compile_serial(checkpoint: str | Path, out: str | Path, *, torchscript: str 
     fn = _EnergyAndGradient(model)
     x, ei, ev = (t.to(device) for t in example_graph(config, 2, 0, dtype))
     t0 = time.perf_counter()
-    # use_duck_shape off: a dynamic size that happens to equal a static one (a channel count) stays symbolic
-    old = fx_config.use_duck_shape
-    fx_config.use_duck_shape = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(x, ei, ev.clone())
-    finally:
-        fx_config.use_duck_shape = old
+    with symbolic_sizes(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(x, ei, ev.clone())
     atoms_dim, edges_dim = Dim("num_atoms", min=2), Dim("num_edges", min=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

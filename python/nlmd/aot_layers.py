@@ -34,7 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .aot import CHECK_FORCE_TOL, resolve_device
+from .aot import CHECK_FORCE_TOL, for_inference, resolve_device, symbolic_sizes
 
 FORMAT = "nlmd-e3gnn-parallel-aoti-1"
 INDEX_FILE = "aot_layers.json"
@@ -57,12 +57,7 @@ def layer_modules(checkpoint: str):
         missing, _ = part.load_state_dict(state, strict=False)
         if missing:
             raise RuntimeError(f"{checkpoint}: the parallel model lacks the weights {missing[:3]}")
-        if hasattr(part, "eval_type_map"):
-            part.eval_type_map = False
-        part.set_is_batch_data(False)
-        part.eval()
-        for p in part.parameters():
-            p.requires_grad_(False)
+        for_inference(part)
     return parts, config
 
 
@@ -224,20 +219,13 @@ def _trace(layer: _Layer, args):
     """The joint graph of ``layer`` (make_fx, symbolic sizes), functionalised: no in-place operation is left, so
     the graph can be cut anywhere."""
     import torch
-    import torch.fx.experimental._config as fx_config
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    # use_duck_shape off: a dynamic size that happens to equal a static one (a channel count) stays symbolic
-    old = fx_config.use_duck_shape
-    fx_config.use_duck_shape = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            joint = make_fx(layer, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*[a.clone() for a in args])
-            return make_fx(torch.func.functionalize(joint, remove="mutations"), tracing_mode="symbolic",
-                           _allow_non_fake_inputs=True)(*[a.clone() for a in args])
-    finally:
-        fx_config.use_duck_shape = old
+    with symbolic_sizes(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        joint = make_fx(layer, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*[a.clone() for a in args])
+        return make_fx(torch.func.functionalize(joint, remove="mutations"), tracing_mode="symbolic",
+                       _allow_non_fake_inputs=True)(*[a.clone() for a in args])
 
 
 def _size_symbols(joint, k: int, args) -> dict:
