@@ -82,7 +82,7 @@ def hand_over_output(seconds: float = HAND_OVER_SECONDS) -> None:
     pass on what they held.
 
     MPICH's launcher kills every rank when one aborts and can drop what that rank wrote just before (seen
-    under load: the error line and MPICH's own "Abort(1)" line both lost, 1 run in 40). Closing the streams
+    under load: the error line and MPICH's own "Abort(1)" line both lost, 2 runs in 80). Closing the streams
     hands the launcher an end of file after the last line; the pause lets it forward them before the kill.
     """
     for stream in (sys.stdout, sys.stderr):
